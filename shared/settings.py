@@ -1,0 +1,190 @@
+"""Settings, read from ``KANSLI_*`` environment variables, a ``.env`` file and a secrets directory.
+
+Nested sections use ``__``: ``KANSLI_BROWSER__HEADLESS=false``. Every default works from the repository
+root with no ``.env``. Secrets are ``SecretStr`` and are registered with :mod:`shared.redaction` as soon
+as the settings are loaded, so they are masked in every log sink from then on.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.errors import ConfigError
+from shared.redaction import register_secrets
+
+CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+
+
+class BrowserSettings(BaseModel):
+    """How Kansli starts and drives Chromium."""
+
+    executable_path: Path | None = None
+    headless: bool = True
+    timeout_ms: int = Field(default=10_000, gt=0)
+    navigation_timeout_ms: int = Field(default=20_000, gt=0)
+    locale: str = "sv-SE"
+    timezone: str = "Europe/Stockholm"
+    block_assets: bool = False
+    workers: int = Field(default=1, ge=1, le=16)
+
+    def chromium_path(self) -> Path | None:
+        """The configured executable, or the first Chromium found on ``PATH``."""
+        if self.executable_path is not None:
+            return self.executable_path
+        for name in CHROMIUM_CANDIDATES:
+            found = shutil.which(name)
+            if found:
+                return Path(found)
+        return None
+
+
+class RetrySettings(BaseModel):
+    """Backoff for application errors (the target misbehaved)."""
+
+    attempts: int = Field(default=3, ge=1, le=20)
+    backoff_initial: float = Field(default=0.5, ge=0)
+    backoff_max: float = Field(default=10.0, ge=0)
+
+
+class EServiceSettings(BaseModel):
+    """The e-service (case system) the web-form robots fill in."""
+
+    url: str = "http://127.0.0.1:8765"
+    username: str = "handlaggare"
+    password: SecretStr = SecretStr("demo-lösenord-2026")
+
+
+class SmtpSettings(BaseModel):
+    """Outgoing mail for failure notifications."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=25, gt=0, lt=65536)
+    starttls: bool = False
+    username: str | None = None
+    password: SecretStr | None = None
+    sender: str = "kansli@localhost"
+    timeout: float = Field(default=10.0, gt=0)
+    notify_on: list[str] = ["failed", "timeout", "missed", "partial"]
+
+
+class AuditSettings(BaseModel):
+    """The audit trail's keying and pseudonyms."""
+
+    key: SecretStr | None = None
+    pseudonym_key: SecretStr | None = None
+
+
+class RetentionSettings(BaseModel):
+    """How long run folders and logs are kept, in days (0 keeps them forever)."""
+
+    runs_days: int = Field(default=90, ge=0)
+    logs_days: int = Field(default=90, ge=0)
+    audit_days: int = Field(default=0, ge=0)
+
+
+class Settings(BaseSettings):
+    """All of Kansli's settings."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="KANSLI_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        env_nested_delimiter="__",
+        secrets_dir=None,
+        extra="ignore",
+        validate_default=True,
+    )
+
+    data_dir: Path = Path("var/data")
+    log_dir: Path = Path("var/log")
+    database_url: str | None = None
+    schedules_dir: Path = Path("schedules")
+    log_level: str = "INFO"
+    browser: BrowserSettings = BrowserSettings()
+    retry: RetrySettings = RetrySettings()
+    eservice: EServiceSettings = EServiceSettings()
+    smtp: SmtpSettings = SmtpSettings()
+    audit: AuditSettings = AuditSettings()
+    retention: RetentionSettings = RetentionSettings()
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.data_dir / "runs"
+
+    @property
+    def locks_dir(self) -> Path:
+        return self.data_dir / "locks"
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'kansli.db').resolve()}"
+
+    def secret_values(self) -> list[str]:
+        """Every secret value in the settings, in clear text (for masking only)."""
+        return [value.get_secret_value() for value in _secrets_in(self)]
+
+    def masked(self) -> dict[str, Any]:
+        """The effective settings with secrets masked, for display."""
+        data = self.model_dump(mode="json")
+        data["database_url"] = _mask_url(self.effective_database_url)
+        return data
+
+
+def _secrets_in(model: BaseModel) -> list[SecretStr]:
+    found: list[SecretStr] = []
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, SecretStr):
+            found.append(value)
+        elif isinstance(value, BaseModel):
+            found.extend(_secrets_in(value))
+    return found
+
+
+def _mask_url(url: str) -> str:
+    """Hide the password of a database URL."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - an unparsable URL is shown as given
+        return url
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the settings; a bad value raises :class:`ConfigError` naming the variable."""
+    secrets_dir = os.environ.get("KANSLI_SECRETS_DIR")
+    try:
+        settings = Settings(_secrets_dir=secrets_dir, **overrides)  # type: ignore[call-arg]
+    except ValidationError as error:
+        raise ConfigError(_describe(error)) from None
+    register_secrets(settings.secret_values())
+    return settings
+
+
+def _describe(error: ValidationError) -> str:
+    first = error.errors()[0]
+    variable = "KANSLI_" + "__".join(str(part) for part in first["loc"]).upper()
+    count = error.error_count()
+    more = f" (and {count - 1} more)" if count > 1 else ""
+    return f"invalid setting {variable}: {first['msg']}{more}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()
+
+
+def reset_settings() -> None:
+    """Forget the cached settings (tests, and the CLI after changing the environment)."""
+    get_settings.cache_clear()
