@@ -42,7 +42,7 @@ def luhn_valid(digits: str) -> bool:
 def is_personnummer(text: str) -> bool:
     """True when ``text`` as a whole is a valid personnummer or samordningsnummer."""
     match = _PERSONNUMMER.fullmatch(text.strip())
-    return bool(match) and _plausible(match.group(1), match.group(3))
+    return match is not None and _plausible(match.group(1), match.group(3))
 
 
 def normalise_personnummer(text: str) -> str:

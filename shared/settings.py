@@ -106,6 +106,7 @@ class Settings(BaseSettings):
     log_dir: Path = Path("var/log")
     database_url: str | None = None
     schedules_dir: Path = Path("schedules")
+    robots_package: str = "robots"
     log_level: str = "INFO"
     browser: BrowserSettings = BrowserSettings()
     retry: RetrySettings = RetrySettings()
@@ -164,7 +165,7 @@ def load_settings(**overrides: Any) -> Settings:
     """Read the settings; a bad value raises :class:`ConfigError` naming the variable."""
     secrets_dir = os.environ.get("KANSLI_SECRETS_DIR")
     try:
-        settings = Settings(_secrets_dir=secrets_dir, **overrides)  # type: ignore[call-arg]
+        settings = Settings(_secrets_dir=secrets_dir, **overrides)
     except ValidationError as error:
         raise ConfigError(_describe(error)) from None
     register_secrets(settings.secret_values())

@@ -1,0 +1,161 @@
+"""Write one Word decision letter per application in an Excel register.
+
+Reads the register, checks each row (personnummer check digit, required cells, real dates, a known
+decision), renders a letter per valid row from a docxtpl template, and writes a results workbook: a
+copy of the register with ``status``, ``letter file`` and ``error`` columns. Bad rows are business
+errors naming the row and column; the others go on. A re-run on the same register skips the letters
+already written.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+
+from loguru import logger
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from shared.documents import DocumentTemplate
+from shared.errors import InputError
+from shared.excel import Personnummer, Postnummer, Row, read_rows, write_results
+from shared.files import writable_directory
+from shared.items import ItemResult, WorkItem
+from shared.registry import robot
+from shared.runner import Run, file_batch
+
+DEMO_DIR = Path(__file__).resolve().parent.parent / "demo"
+DEFAULT_TEMPLATE = DEMO_DIR / "templates" / "beslut.docx"
+DEFAULT_OUTPUT = Path("var/out/decision_letters")
+RESULT_COLUMNS = ("status", "letter file", "error")
+KOMMUN = "Exempelby kommun"
+FORVALTNING = "Socialförvaltningen"
+LETTER_FIELDS = frozenset({
+    "kommun", "forvaltning", "mottagare", "diarienummer", "arendetyp", "beslut", "beslutsdatum",
+    "ansokningsdatum", "handlaggare", "belopp", "motivering", "atgarder",
+})
+
+
+class Application(BaseModel):
+    """One row of the applications register."""
+
+    model_config = ConfigDict(coerce_numbers_to_str=True, str_strip_whitespace=True)
+
+    diarienummer: str = Field(alias="Diarienummer", min_length=1)
+    personnummer: Personnummer = Field(alias="Personnummer")
+    fornamn: str = Field(alias="Förnamn", min_length=1)
+    efternamn: str = Field(alias="Efternamn", min_length=1)
+    adress: str = Field(alias="Utdelningsadress", min_length=1)
+    postnummer: Postnummer = Field(alias="Postnummer")
+    postort: str = Field(alias="Postort", min_length=1)
+    arendetyp: str = Field(alias="Ärendetyp", min_length=1)
+    ansokningsdatum: date = Field(alias="Ansökningsdatum")
+    beslut: Literal["Bifall", "Delvis bifall", "Avslag"] = Field(alias="Beslut")
+    beslutsdatum: date = Field(alias="Beslutsdatum")
+    handlaggare: str = Field(alias="Handläggare", min_length=1)
+    atgarder: str | None = Field(default=None, alias="Åtgärder")
+    belopp: int | None = Field(default=None, alias="Beviljat belopp", ge=0)
+    motivering: str | None = Field(default=None, alias="Motivering")
+
+    @model_validator(mode="after")
+    def decided_after_applied(self) -> Application:
+        if self.beslutsdatum < self.ansokningsdatum:
+            raise ValueError("Beslutsdatum is before Ansökningsdatum")
+        return self
+
+
+@robot()
+def decision_letters(
+    run: Run,
+    input: Path,
+    template: Path = DEFAULT_TEMPLATE,
+    output_dir: Path = DEFAULT_OUTPUT,
+) -> None:
+    """Write one Word decision letter per application in an Excel register."""
+    letter = DocumentTemplate(template)
+    letter.require(LETTER_FIELDS)
+    writable_directory(output_dir)
+    rows = list(read_rows(input, Application))
+    logger.info("{}: {} rows to handle", input.name, len(rows))
+
+    def write_letter(item: WorkItem) -> dict[str, str]:
+        row: Row[Application] = item.data
+        if row.model is None:
+            raise InputError(row.error or f"row {row.number}: invalid")
+        destination = output_dir / letter_file_name(row.model)
+        letter.render(letter_context(row.model), destination)
+        return {"letter": destination.name}
+
+    items = (WorkItem(key=item_key(row), data=row, position=row.number) for row in rows)
+    results = run.process(items, write_letter, batch=file_batch(input, output_dir.resolve()),
+                          total=len(rows))
+    destination = output_dir / f"{input.stem}-resultat.xlsx"
+    write_results(input, destination, result_columns(results), RESULT_COLUMNS)
+    logger.info("letters in {}; results in {}", output_dir, destination)
+
+
+def item_key(row: Row[Application]) -> str:
+    """The case reference, or the row number when the reference is missing."""
+    reference = row.values.get("Diarienummer")
+    return str(reference).strip() if reference and str(reference).strip() else f"row-{row.number}"
+
+
+def letter_file_name(application: Application) -> str:
+    safe = re.sub(r"[^\w.-]+", "_", application.diarienummer)
+    return f"beslut-{safe}.docx"
+
+
+def letter_context(application: Application) -> dict[str, Any]:
+    """The template's fields for one application."""
+    measures = [m.strip() for m in (application.atgarder or "").split(";") if m.strip()]
+    verdict = {"Bifall": "Beviljas", "Avslag": "Avslås"}
+    return {
+        "kommun": KOMMUN,
+        "forvaltning": FORVALTNING,
+        "mottagare": {
+            "namn": f"{application.fornamn} {application.efternamn}",
+            "adress": application.adress,
+            "postnummer": application.postnummer,
+            "postort": application.postort,
+        },
+        "diarienummer": application.diarienummer,
+        "arendetyp": application.arendetyp,
+        "beslut": application.beslut,
+        "beslutsdatum": application.beslutsdatum.isoformat(),
+        "ansokningsdatum": application.ansokningsdatum.isoformat(),
+        "handlaggare": application.handlaggare,
+        "belopp": format_amount(application.belopp) if application.beslut != "Avslag" else "",
+        "motivering": application.motivering or "",
+        "atgarder": [
+            {"namn": name, "beslut": _measure_verdict(application.beslut, index, verdict)}
+            for index, name in enumerate(measures)
+        ],
+    }
+
+
+def _measure_verdict(decision: str, index: int, verdict: dict[str, str]) -> str:
+    if decision == "Delvis bifall":
+        return "Beviljas" if index % 2 == 0 else "Avslås"
+    return verdict[decision]
+
+
+def format_amount(amount: int | None) -> str:
+    """``12500`` as ``12 500 kr`` (Swedish thousands separator); empty when no amount."""
+    if not amount:
+        return ""
+    return f"{amount:,}".replace(",", "\u00a0") + " kr"
+
+
+def result_columns(results: list[ItemResult]) -> dict[int, dict[str, Any]]:
+    """The results workbook's added cells, by Excel row number."""
+    labels = {"done": "klar", "skipped": "klar", "business_error": "fel i data",
+              "app_error": "tekniskt fel"}
+    return {
+        result.position: {
+            "status": labels.get(result.outcome, result.outcome),
+            "letter file": (result.output or {}).get("letter", "") if result.ok else "",
+            "error": result.error or "",
+        }
+        for result in results
+    }

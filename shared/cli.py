@@ -1,0 +1,398 @@
+"""The ``kansli`` command line (Typer + Rich).
+
+Exit codes: 0 succeeded, 1 failed, 2 usage error (unknown robot, bad parameter), 3 partial,
+4 configuration error, 5 refused because the robot is already running, 130 cancelled.
+Heavy modules are imported inside the commands, so ``kansli --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from shared.items import ItemResult
+    from shared.settings import Settings
+    from shared.store import ItemRecord, RunRecord
+
+app = typer.Typer(
+    name="kansli",
+    help="Kansli: robots for the municipal back office. Run, schedule and audit them.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+_console: Console | None = None
+
+
+def console(stderr: bool = False) -> Console:
+    """The Rich console for human output (stdout), or one on stderr."""
+    global _console
+    from rich.console import Console
+
+    if stderr:
+        return Console(stderr=True)
+    if _console is None:
+        _console = Console()
+    return _console
+
+
+def fail(message: str, code: int) -> NoReturn:
+    """One clear line on stderr, then exit with ``code``."""
+    from shared.redaction import redact
+
+    sys.stderr.write(f"kansli: error: {redact(message)}\n")
+    raise typer.Exit(code)
+
+
+def settings() -> Settings:
+    from shared.logs import configure_console
+    from shared.settings import get_settings
+
+    loaded = get_settings()
+    # Looked up at each write: a live progress bar swaps sys.stderr to print above itself.
+    configure_console(loaded.log_level, write=_to_stderr)
+    return loaded
+
+
+def _to_stderr(text: str) -> None:
+    sys.stderr.write(text)
+
+
+def emit_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, ensure_ascii=False, indent=2, default=str) + "\n")
+
+
+# -- robots and runs ----------------------------------------------------------------------------
+
+
+@app.command("robots")
+def robots_command(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List the robots with their summary and parameters."""
+    from rich.table import Table
+
+    from shared.registry import discover
+
+    found = discover(settings().robots_package)
+    if as_json:
+        emit_json([
+            {"name": spec.name, "summary": spec.summary, "parameters": spec.parameters()}
+            for spec in found.values()
+        ])
+        return
+    table = Table(title="Robots", show_lines=True)
+    for column in ("Robot", "Summary", "Parameters"):
+        table.add_column(column)
+    for spec in found.values():
+        table.add_row(spec.name, spec.summary, "\n".join(_describe_param(p) for p in spec.parameters()))
+    console().print(table)
+
+
+def _describe_param(parameter: dict[str, Any]) -> str:
+    text = f"{parameter['name']}: {parameter['type']}"
+    return text + (" (required)" if parameter["required"] else f" = {parameter['default']}")
+
+
+def parse_params(pairs: list[str]) -> dict[str, Any]:
+    """``key=value`` pairs as a dict; a value that looks like JSON (list, object) is parsed."""
+    from shared.errors import UsageError
+
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--param {pair!r}: expected key=value")
+        if value.startswith(("[", "{")):
+            try:
+                params[key.strip()] = json.loads(value)
+                continue
+            except json.JSONDecodeError:
+                pass
+        params[key.strip()] = value
+    return params
+
+
+@app.command("run")
+def run_command(
+    name: Annotated[str, typer.Argument(help="The robot to run (see `kansli robots`).")],
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", "-p", help="A robot parameter as key=value; repeat for more."),
+    ] = None,
+    rerun_all: Annotated[
+        bool, typer.Option("--rerun-all", help="Redo items an earlier run already did.")
+    ] = False,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Wait for a running run of this robot to end.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run as JSON.")] = False,
+    trigger: Annotated[
+        str, typer.Option("--trigger", hidden=True, help="Who started the run.")
+    ] = "cli",
+) -> None:
+    """Run a robot now, show progress over its items, and print the summary."""
+    from shared.errors import KansliError
+    from shared.runner import EXIT_CODES, Runner
+
+    try:
+        runner = Runner(settings())
+        with _progress(enabled=not as_json) as progress:
+            record = runner.run(name, parse_params(param or []), trigger=trigger,
+                                rerun_all=rerun_all, wait=wait, progress=progress)
+    except KansliError as error:
+        fail(str(error), error.exit_code)
+    items = runner.store.list_items(record.run_id)
+    if as_json:
+        emit_json({"run": record.as_dict(), "items": [item.as_dict() for item in items]})
+    else:
+        _print_summary(record, items)
+    raise typer.Exit(EXIT_CODES.get(record.status, 1))
+
+
+class _RichProgress:
+    """Draws a Rich progress bar over a run's items."""
+
+    def __init__(self, enabled: bool) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+        self.bar = Progress(
+            "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), console=console(stderr=True), disable=not enabled, transient=True,
+        )
+        self.task: Any = None
+
+    def start(self, total: int | None) -> None:
+        if self.task is None:
+            self.task = self.bar.add_task("items", total=total)
+        else:
+            self.bar.update(self.task, total=total, completed=0)
+
+    def advance(self, result: ItemResult) -> None:
+        if self.task is not None:
+            self.bar.advance(self.task)
+
+
+class _progress:
+    def __init__(self, enabled: bool) -> None:
+        self.progress = _RichProgress(enabled)
+
+    def __enter__(self) -> _RichProgress:
+        self.progress.bar.start()
+        return self.progress
+
+    def __exit__(self, *_: object) -> None:
+        self.progress.bar.stop()
+
+
+STATUS_STYLES = {
+    "succeeded": "green", "partial": "yellow", "failed": "red", "skipped": "magenta",
+    "cancelled": "magenta", "timeout": "red", "missed": "red", "interrupted": "red",
+    "running": "cyan", "done": "green", "business_error": "yellow", "app_error": "red",
+    "in_progress": "cyan",
+}
+
+
+def styled(status: str) -> str:
+    return f"[{STATUS_STYLES.get(status, 'white')}]{status}[/]"
+
+
+def _print_summary(record: RunRecord, items: list[ItemRecord]) -> None:
+    from rich.table import Table
+
+    out = console()
+    out.print(f"Run [bold]{record.run_id}[/] of [bold]{record.robot}[/]: {styled(record.status)}")
+    table = Table(show_header=True, header_style="bold")
+    for column in ("done", "skipped (done before)", "business errors", "app errors", "total"):
+        table.add_column(column, justify="right")
+    table.add_row(str(record.items_done), str(record.items_skipped),
+                  str(record.items_business_error), str(record.items_app_error),
+                  str(record.items_total))
+    out.print(table)
+    failed = [item for item in items if item.outcome in ("business_error", "app_error")]
+    if failed:
+        _print_items(failed[:20], title=f"Failed items ({len(failed)})")
+    if record.error and not failed:
+        out.print(f"[red]error:[/] {record.error}", markup=True, highlight=False)
+    if record.run_dir:
+        out.print(f"Log: kansli logs {record.run_id}   Folder: {record.run_dir}", highlight=False)
+
+
+def _print_items(items: list[ItemRecord], title: str) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=title, show_lines=False)
+    for column in ("#", "key", "outcome", "attempts", "output / error"):
+        table.add_column(column)
+    for item in items:
+        detail = item.error if item.error else json.dumps(item.output, ensure_ascii=False)
+        table.add_row(str(item.position), escape(item.key), styled(item.outcome),
+                      str(item.attempts), escape(detail or ""))
+    console().print(table)
+
+
+@app.command("runs")
+def runs_command(
+    robot: Annotated[str | None, typer.Option(help="Only this robot.")] = None,
+    status: Annotated[str | None, typer.Option(help="Only runs with this status.")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Only runs started on or after this date (YYYY-MM-DD).")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="At most this many runs.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show the run history, newest first."""
+    from rich.table import Table
+
+    runner = _runner()
+    runner.reap_interrupted()
+    records = runner.store.list_runs(robot=robot, status=status, since=_since(since), limit=limit)
+    if as_json:
+        emit_json([record.as_dict() for record in records])
+        return
+    table = Table(title="Runs")
+    for column in ("run id", "robot", "status", "trigger", "actor", "started", "items", "failed"):
+        table.add_column(column)
+    for record in records:
+        table.add_row(record.run_id, record.robot, styled(record.status), record.trigger,
+                      record.actor, record.started_at[:19].replace("T", " "),
+                      str(record.items_total), str(record.items_failed))
+    console().print(table)
+
+
+def _since(value: str | None) -> str | None:
+    if value is None:
+        return None
+    from datetime import date
+
+    try:
+        return date.fromisoformat(value).isoformat()
+    except ValueError:
+        fail(f"--since {value!r}: expected a date as YYYY-MM-DD", 2)
+
+
+def _runner() -> Any:
+    from shared.errors import KansliError
+    from shared.runner import Runner
+
+    try:
+        return Runner(settings())
+    except KansliError as error:
+        fail(str(error), error.exit_code)
+
+
+def _find_run(runner: Any, run_id: str) -> RunRecord:
+    record = runner.store.find_run(run_id)
+    if record is None:
+        fail(f"no run with id {run_id!r} (see `kansli runs`)", 2)
+    return record
+
+
+@app.command("show")
+def show_command(
+    run_id: Annotated[str, typer.Argument(help="The run id (or a unique prefix).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show one run with its items."""
+    runner = _runner()
+    record = _find_run(runner, run_id)
+    items = runner.store.list_items(record.run_id)
+    if as_json:
+        emit_json({"run": record.as_dict(), "items": [item.as_dict() for item in items]})
+        return
+    _print_summary(record, [])
+    out = console()
+    out.print(f"robot: {record.robot}  trigger: {record.trigger}  actor: {record.actor}",
+              highlight=False)
+    out.print(f"started: {record.started_at}  finished: {record.finished_at or '-'}",
+              highlight=False)
+    out.print(f"params: {json.dumps(record.params, ensure_ascii=False)}", highlight=False,
+              markup=False)
+    if items:
+        _print_items(items, title=f"Items ({len(items)})")
+
+
+@app.command("logs")
+def logs_command(
+    run_id: Annotated[str, typer.Argument(help="The run id (or a unique prefix).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON lines log.")] = False,
+) -> None:
+    """Print a run's log."""
+    runner = _runner()
+    record = _find_run(runner, run_id)
+    path = Path(record.run_dir or "") / ("log.jsonl" if as_json else "log.txt")
+    if not path.is_file():
+        fail(f"run {record.run_id} has no log at {path}", 1)
+    from shared.logs import stream_text
+
+    stream_text(path, sys.stdout)
+
+
+# -- configuration --------------------------------------------------------------------------------
+
+
+@app.command("config")
+def config_command(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show the effective settings, secrets masked."""
+    from shared.errors import KansliError
+
+    try:
+        masked = settings().masked()
+    except KansliError as error:
+        fail(str(error), error.exit_code)
+    if as_json:
+        emit_json(masked)
+        return
+    for key, value in _flatten(masked):
+        console().print(f"KANSLI_{key.upper()} = {value}", highlight=False, markup=False)
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    pairs: list[tuple[str, Any]] = []
+    for key, value in data.items():
+        if isinstance(value, dict):
+            pairs.extend(_flatten(value, f"{prefix}{key}__"))
+        else:
+            pairs.append((f"{prefix}{key}", value))
+    return pairs
+
+
+@app.command("doctor")
+def doctor_command() -> None:
+    """Check Chromium, the data and log dirs and the database, and say what to fix."""
+    from shared.doctor import run_checks
+
+    checks = run_checks()
+    for check in checks:
+        mark = "[green]ok[/]  " if check.ok else "[red]FAIL[/]"
+        console().print(f"{mark} {check.name}: {check.detail}", highlight=False)
+        if not check.ok and check.fix:
+            console().print(f"      fix: {check.fix}", highlight=False)
+    if not all(check.ok for check in checks):
+        raise typer.Exit(4)
+
+
+def main() -> None:
+    """Entry point of the ``kansli`` script."""
+    from shared.errors import KansliError
+
+    try:
+        app()
+    except KansliError as error:  # raised outside a command's own handling
+        sys.stderr.write(f"kansli: error: {error}\n")
+        sys.exit(error.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""Health checks for ``kansli doctor``: each says what is wrong and how to fix it."""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared.errors import KansliError
+from shared.settings import Settings, load_settings
+
+
+@dataclass
+class Check:
+    """One check's verdict."""
+
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+
+def run_checks() -> list[Check]:
+    """Every check, in order; settings first, since the rest depend on them."""
+    try:
+        settings = load_settings()
+    except KansliError as error:
+        return [Check("settings", False, str(error), "correct the variable in .env or the environment")]
+    return [
+        Check("settings", True, "loaded"),
+        check_directory("data dir", settings.data_dir, "KANSLI_DATA_DIR"),
+        check_directory("log dir", settings.log_dir, "KANSLI_LOG_DIR"),
+        check_database(settings),
+        check_chromium(settings),
+    ]
+
+
+def check_directory(name: str, path: Path, variable: str) -> Check:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as error:
+        return Check(name, False, f"{path} is not writable ({error.strerror})",
+                     f"create it with write access, or set {variable}")
+    return Check(name, True, str(path.resolve()))
+
+
+def check_database(settings: Settings) -> Check:
+    from shared.store import Store
+
+    try:
+        store = Store(settings.effective_database_url)
+        store.list_runs(limit=1)
+    except KansliError as error:
+        return Check("database", False, str(error), "check KANSLI_DATABASE_URL and the server")
+    return Check("database", True, settings.masked()["database_url"])
+
+
+def check_chromium(settings: Settings) -> Check:
+    path = settings.browser.chromium_path()
+    fix = "apt-get install chromium, or set KANSLI_BROWSER__EXECUTABLE_PATH"
+    if path is None or not path.exists():
+        return Check("chromium", False, f"not found ({path or 'nothing on PATH'})", fix)
+    try:
+        version = subprocess.run(
+            [str(path), "--version"], capture_output=True, text=True, timeout=20, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError) as error:
+        return Check("chromium", False, f"{path} does not start: {error}", fix)
+    return Check("chromium", True, f"{version} at {path}")

@@ -1,0 +1,57 @@
+"""Word documents from docxtpl (Jinja-in-Word) templates.
+
+A :class:`DocumentTemplate` is read once; :meth:`~DocumentTemplate.require` names every field the
+template uses that the data does not provide, before anything is rendered; :meth:`~DocumentTemplate.render`
+writes each document atomically (temp file, then rename).
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from docxtpl import DocxTemplate
+
+from shared.errors import InputError, TemplateFieldError
+from shared.files import atomic_path
+
+
+class DocumentTemplate:
+    """A docxtpl template held in memory."""
+
+    def __init__(self, path: Path) -> None:
+        if not path.exists():
+            raise InputError(f"{path}: template not found")
+        self.path = path
+        self._content = path.read_bytes()
+        try:
+            self.fields: frozenset[str] = frozenset(
+                self._load().get_undeclared_template_variables()
+            )
+        except (zipfile.BadZipFile, KeyError, ValueError):
+            raise InputError(f"{path}: not a Word .docx template") from None
+        except Exception as error:  # noqa: BLE001 - jinja syntax errors and the like
+            raise InputError(f"{path}: the template does not parse: {error}") from None
+
+    def _load(self) -> DocxTemplate:
+        return DocxTemplate(io.BytesIO(self._content))
+
+    def require(self, provided: Iterable[str]) -> None:
+        """Raise :class:`TemplateFieldError` naming the fields the template uses but ``provided`` lacks."""
+        missing = sorted(self.fields - set(provided))
+        if missing:
+            names = ", ".join(repr(name) for name in missing)
+            raise TemplateFieldError(
+                f"{self.path}: template uses field(s) {names} that the data does not provide"
+            )
+
+    def render(self, context: Mapping[str, Any], destination: Path) -> Path:
+        """Render with ``context`` to ``destination`` (temp file, then rename)."""
+        document = self._load()
+        document.render(dict(context), autoescape=True)
+        with atomic_path(destination) as temporary:
+            document.save(str(temporary))
+        return destination

@@ -1,0 +1,92 @@
+"""Log sinks: the console for people, and per-run ``log.jsonl`` / ``log.txt`` files.
+
+Every sink writes through :func:`shared.redaction.redact`, so secrets and personal identity numbers
+are masked whatever a message or its context holds. Only the CLI and the scheduler call
+:func:`configure_console`; the runner adds and removes the per-run file sinks. Library code only logs,
+with context (``logger.bind(...)`` or the run's ``logger.contextualize``).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any, TextIO
+
+from loguru import logger
+
+from shared.redaction import redact
+
+TEXT_FORMAT = (
+    "{time:YYYY-MM-DD HH:mm:ss.SSS} | {level: <8} | {extra[robot]} | {extra[run_id]} | "
+    "{extra[item]} | {message}\n{exception}"
+)
+CONSOLE_FORMAT = "<green>{time:HH:mm:ss}</green> <level>{level: <7}</level> {message}\n"
+
+logger.configure(extra={"run_id": "-", "robot": "-", "item": "-"})
+
+
+class RedactingWriter:
+    """A loguru sink writing to an open text stream, masking on the way out."""
+
+    def __init__(self, stream: IO[str], *, close: bool = False) -> None:
+        self.stream = stream
+        self._close = close
+        self._lock = threading.Lock()
+
+    def write(self, message: str) -> None:
+        with self._lock:
+            self.stream.write(redact(message))
+            self.stream.flush()
+
+    def stop(self) -> None:
+        if self._close:
+            self.stream.close()
+
+
+def configure_console(
+    level: str = "INFO", *, write: Callable[[str], None] | None = None, colorize: bool = False
+) -> int:
+    """Replace every sink with one console sink (stderr, or ``write``); returns its id."""
+    logger.remove()
+    target = write if write is not None else sys.stderr.write
+
+    def sink(message: str) -> None:
+        target(redact(message))
+
+    return logger.add(sink, level=level.upper(), format=CONSOLE_FORMAT, colorize=colorize,
+                      diagnose=False, backtrace=False)
+
+
+@contextmanager
+def run_sinks(run_dir: Path, run_id: str, level: str = "DEBUG") -> Iterator[None]:
+    """Send the run's records to ``log.jsonl`` and ``log.txt`` in its folder while open."""
+    def belongs(record: Any) -> bool:
+        return bool(record["extra"].get("run_id") == run_id)
+
+    writers = [
+        RedactingWriter((run_dir / "log.jsonl").open("a", encoding="utf-8"), close=True),
+        RedactingWriter((run_dir / "log.txt").open("a", encoding="utf-8"), close=True),
+    ]
+    ids = [
+        logger.add(writers[0].write, level=level, filter=belongs, serialize=True,
+                   diagnose=False, backtrace=False, catch=True),
+        logger.add(writers[1].write, level=level, filter=belongs, format=TEXT_FORMAT,
+                   diagnose=False, backtrace=False, catch=True),
+    ]
+    try:
+        yield
+    finally:
+        for sink_id in ids:
+            logger.remove(sink_id)
+        for writer in writers:
+            writer.stop()
+
+
+def stream_text(path: Path, out: TextIO) -> None:
+    """Copy a log file to ``out`` (already redacted when written)."""
+    with path.open(encoding="utf-8") as source:
+        for line in source:
+            out.write(line)

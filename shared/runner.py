@@ -1,0 +1,320 @@
+"""The one way a robot runs, from the CLI, a schedule or a test.
+
+A run gets a sortable id, a folder ``<data>/runs/<run id>/`` (``log.jsonl``, ``log.txt``,
+``artifacts/``), a record in the run history, and the robot's lock, so two runs of one robot never
+overlap, also across processes. SIGTERM and Ctrl-C end it as ``cancelled`` with its record closed.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import json
+import os
+import secrets
+import signal
+import socket
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import filelock
+import psutil
+from loguru import logger
+
+from shared.errors import AlreadyRunningError, KansliError, RunCancelledError
+from shared.items import (
+    Handler,
+    ItemProcessor,
+    ItemResult,
+    NoProgress,
+    Progress,
+    Reconcile,
+    WorkItem,
+    describe_error,
+    run_batch,
+)
+from shared.logs import run_sinks
+from shared.redaction import redact_value
+from shared.registry import RobotParams, RobotSpec, discover, get_robot
+from shared.settings import Settings, get_settings
+from shared.store import RunRecord, Store, open_store, utcnow
+
+EXIT_CODES = {
+    "succeeded": 0, "failed": 1, "partial": 3, "skipped": 5, "cancelled": 130,
+    "timeout": 1, "missed": 1, "interrupted": 1,
+}
+
+
+def current_actor() -> str:
+    """``user@host`` of this process."""
+    try:
+        user = getpass.getuser()
+    except Exception:  # noqa: BLE001 - no user name in some containers
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"
+
+
+def new_run_id() -> str:
+    """A run id that sorts by start time: ``20261125-142001-123-a1b2``."""
+    now = datetime.now(UTC)
+    return f"{now:%Y%m%d-%H%M%S}-{now.microsecond // 1000:03d}-{secrets.token_hex(2)}"
+
+
+@dataclass
+class Run:
+    """What a robot gets while it runs: its id, folder, settings and the item machinery."""
+
+    run_id: str
+    robot: RobotSpec
+    params: RobotParams
+    trigger: str
+    actor: str
+    run_dir: Path
+    settings: Settings
+    store: Store
+    rerun_all: bool = False
+    progress: Progress = field(default_factory=NoProgress)
+    results: list[ItemResult] = field(default_factory=list)
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.run_dir / "artifacts"
+
+    def process(
+        self,
+        items: Iterable[WorkItem],
+        handler: Handler,
+        *,
+        batch: str | None = None,
+        reconcile: Reconcile | None = None,
+        total: int | None = None,
+        workers: int = 1,
+    ) -> list[ItemResult]:
+        """Run every item through ``handler``; items done by an earlier run are skipped.
+
+        ``batch`` names the input (default: a fingerprint of the run's parameters); the ledger
+        that lets a re-run resume is kept per robot and batch.
+        """
+        processor = ItemProcessor(self, handler, batch=batch or self.default_batch(),
+                                  reconcile=reconcile)
+        self.progress.start(total)
+        results = run_batch(processor, items, self.progress, workers)
+        self.results.extend(results)
+        return results
+
+    def default_batch(self) -> str:
+        canonical = json.dumps(self.params.model_dump(mode="json"), sort_keys=True, default=str)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+def file_batch(path: Path, *extra: object) -> str:
+    """A batch name for an input file: its resolved path, its content's hash, and ``extra``."""
+    digest = hashlib.sha256()
+    with path.open("rb") as source:
+        for chunk in iter(lambda: source.read(1 << 20), b""):
+            digest.update(chunk)
+    parts = ":".join([str(path.resolve()), digest.hexdigest(), *map(str, extra)])
+    return hashlib.sha256(parts.encode()).hexdigest()[:32]
+
+
+def run_status(results: list[ItemResult], error: BaseException | None) -> str:
+    """The run's status from its items and the error that ended it, if any."""
+    if isinstance(error, RunCancelledError | KeyboardInterrupt):
+        return "cancelled"
+    if error is not None:
+        return "failed"
+    failed = sum(1 for result in results if not result.ok)
+    if not failed:
+        return "succeeded"
+    return "partial" if failed < len(results) else "failed"
+
+
+class Runner:
+    """Starts runs: validates, locks, records, logs, and closes them whatever happens."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        store: Store | None = None,
+        robots_package: str | None = None,
+    ) -> None:
+        self.settings = settings or get_settings()
+        self.store = store or open_store(self.settings.effective_database_url)
+        self.robots_package = robots_package or self.settings.robots_package
+
+    def robots(self) -> dict[str, RobotSpec]:
+        return discover(self.robots_package)
+
+    def run(
+        self,
+        name: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        trigger: str = "cli",
+        rerun_all: bool = False,
+        wait: bool = False,
+        progress: Progress | None = None,
+        on_start: Callable[[Run], None] | None = None,
+    ) -> RunRecord:
+        """Run robot ``name`` now and return its closed record."""
+        spec = get_robot(name, self.robots_package)
+        validated = spec.validate(params or {})
+        with self._robot_lock(spec, trigger, wait) as lock_ok:
+            if not lock_ok:
+                return self._refused(spec, validated, trigger)
+            run = self._open(spec, validated, trigger, rerun_all, progress)
+            if on_start is not None:
+                on_start(run)
+            return self._execute(run)
+
+    # -- lock -------------------------------------------------------------------------------------
+
+    @contextmanager
+    def _robot_lock(self, spec: RobotSpec, trigger: str, wait: bool) -> Iterator[bool]:
+        self.settings.locks_dir.mkdir(parents=True, exist_ok=True)
+        lock = filelock.FileLock(self.settings.locks_dir / f"{spec.name}.lock")
+        try:
+            lock.acquire(timeout=-1 if wait else 0)
+        except filelock.Timeout:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            lock.release()
+
+    def _refused(self, spec: RobotSpec, params: RobotParams, trigger: str) -> RunRecord:
+        holder = self.store.list_runs(robot=spec.name, status="running", limit=1)
+        held_by = f" by run {holder[0].run_id}" if holder else ""
+        reason = f"robot {spec.name} is already running{held_by}; this run was not started"
+        record = RunRecord(
+            run_id=new_run_id(), robot=spec.name, params=_public_params(params), trigger=trigger,
+            actor=current_actor(), status="skipped", started_at=utcnow(), finished_at=utcnow(),
+            pid=os.getpid(), error=reason,
+        )
+        self.store.create_run(record)
+        logger.warning(reason)
+        raise AlreadyRunningError(reason)
+
+    # -- the run ----------------------------------------------------------------------------------
+
+    def _open(
+        self, spec: RobotSpec, params: RobotParams, trigger: str, rerun_all: bool,
+        progress: Progress | None,
+    ) -> Run:
+        self.reap_interrupted(spec.name)
+        run_id = new_run_id()
+        run_dir = self.settings.runs_dir / run_id
+        (run_dir / "artifacts").mkdir(parents=True, exist_ok=True)
+        record = RunRecord(
+            run_id=run_id, robot=spec.name, params=_public_params(params), trigger=trigger,
+            actor=current_actor(), status="running", started_at=utcnow(), pid=os.getpid(),
+            run_dir=str(run_dir.resolve()),
+        )
+        self.store.create_run(record)
+        return Run(run_id=run_id, robot=spec, params=params, trigger=trigger, actor=record.actor,
+                   run_dir=run_dir, settings=self.settings, store=self.store,
+                   rerun_all=rerun_all, progress=progress or NoProgress())
+
+    def _execute(self, run: Run) -> RunRecord:
+        error: BaseException | None = None
+        with run_sinks(run.run_dir, run.run_id), logger.contextualize(
+            run_id=run.run_id, robot=run.robot.name
+        ), _cancel_on_sigterm():
+            logger.info("run {} of {} started by {} ({})", run.run_id, run.robot.name, run.actor,
+                        run.trigger)
+            try:
+                run.robot.function(run, **dict(run.params))
+            except (Exception, KeyboardInterrupt) as caught:  # noqa: BLE001 - recorded below
+                error = caught
+            record = self._close(run, error)
+            logger.info("run {} ended {}", run.run_id, record.status)
+        return record
+
+    def _close(self, run: Run, error: BaseException | None) -> RunRecord:
+        record = self.store.get_run(run.run_id)
+        assert record is not None
+        counts = _count(run.results)
+        record.status = run_status(run.results, error)
+        record.finished_at = utcnow()
+        record.items_total = len(run.results)
+        record.items_done = counts.get("done", 0)
+        record.items_skipped = counts.get("skipped", 0)
+        record.items_business_error = counts.get("business_error", 0)
+        record.items_app_error = counts.get("app_error", 0)
+        record.error = _run_error(run.results, error)
+        if isinstance(error, KansliError) and not isinstance(error, RunCancelledError):
+            logger.error("run failed: {}", record.error)
+        elif error is not None and not isinstance(error, RunCancelledError | KeyboardInterrupt):
+            logger.opt(exception=error).error("run failed: {}", record.error)
+        self.store.finish_run(record)
+        return record
+
+    # -- housekeeping -----------------------------------------------------------------------------
+
+    def reap_interrupted(self, robot: str | None = None) -> int:
+        """Close runs recorded as running whose process on this host is gone."""
+        host = socket.gethostname()
+        dead = [
+            record.run_id
+            for record in self.store.list_runs(robot=robot, status="running", limit=1000)
+            if record.actor.endswith(f"@{host}") and not _alive(record.pid)
+        ]
+        return self.store.mark_interrupted(dead, "the process running it ended unexpectedly")
+
+
+def _alive(pid: int | None) -> bool:
+    if pid is None:
+        return False
+    try:
+        process = psutil.Process(pid)
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _count(results: list[ItemResult]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for result in results:
+        counts[result.outcome] = counts.get(result.outcome, 0) + 1
+    return counts
+
+
+def _run_error(results: list[ItemResult], error: BaseException | None) -> str | None:
+    if isinstance(error, RunCancelledError | KeyboardInterrupt):
+        return "cancelled by signal"
+    if error is not None:
+        return describe_error(error)
+    failed = [result for result in results if not result.ok]
+    if not failed:
+        return None
+    first = failed[0]
+    return f"{len(failed)} item(s) failed; first: {first.key}: {first.error}"
+
+
+def _public_params(params: RobotParams) -> dict[str, Any]:
+    """Parameters as stored and shown: secrets masked, identity numbers redacted."""
+    return dict(redact_value(params.model_dump(mode="json")))
+
+
+@contextmanager
+def _cancel_on_sigterm() -> Iterator[None]:
+    """While open, SIGTERM raises :class:`RunCancelledError` in the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def cancel(signum: int, _frame: FrameType | None) -> None:
+        raise RunCancelledError(f"run cancelled by signal {signal.Signals(signum).name}")
+
+    previous = signal.signal(signal.SIGTERM, cancel)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,415 @@
+"""Run history: runs, their items, and the item ledger that makes re-runs resume.
+
+SQLAlchemy Core over SQLite (WAL, the embedded default) or PostgreSQL (``KANSLI_DATABASE_URL``); the
+same statements serve both. The schema is created or migrated when a store opens, under a lock, so
+two processes opening one database at once are safe.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine, make_url
+
+from shared.errors import ConfigError
+
+SCHEMA_VERSION = 1
+
+metadata = sa.MetaData()
+
+runs = sa.Table(
+    "kansli_runs",
+    metadata,
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    sa.Column("robot", sa.String(128), nullable=False, index=True),
+    sa.Column("params", sa.Text, nullable=False, default="{}"),
+    sa.Column("trigger", sa.String(128), nullable=False),
+    sa.Column("actor", sa.String(256), nullable=False),
+    sa.Column("pid", sa.Integer),
+    sa.Column("status", sa.String(32), nullable=False, index=True),
+    sa.Column("started_at", sa.String(40), nullable=False, index=True),
+    sa.Column("finished_at", sa.String(40)),
+    sa.Column("items_total", sa.Integer, nullable=False, default=0),
+    sa.Column("items_done", sa.Integer, nullable=False, default=0),
+    sa.Column("items_skipped", sa.Integer, nullable=False, default=0),
+    sa.Column("items_business_error", sa.Integer, nullable=False, default=0),
+    sa.Column("items_app_error", sa.Integer, nullable=False, default=0),
+    sa.Column("error", sa.Text),
+    sa.Column("run_dir", sa.Text),
+)
+
+run_items = sa.Table(
+    "kansli_run_items",
+    metadata,
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    sa.Column("key", sa.String(256), primary_key=True),
+    sa.Column("robot", sa.String(128), nullable=False),
+    sa.Column("position", sa.Integer, nullable=False, default=0),
+    sa.Column("outcome", sa.String(32), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("output", sa.Text),
+    sa.Column("error", sa.Text),
+    sa.Column("error_class", sa.String(128)),
+    sa.Column("artifacts", sa.Text),
+    sa.Column("started_at", sa.String(40)),
+    sa.Column("finished_at", sa.String(40)),
+)
+
+ledger = sa.Table(
+    "kansli_item_ledger",
+    metadata,
+    sa.Column("robot", sa.String(128), primary_key=True),
+    sa.Column("batch", sa.String(128), primary_key=True),
+    sa.Column("key", sa.String(256), primary_key=True),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("output", sa.Text),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("updated_at", sa.String(40), nullable=False),
+)
+
+kv = sa.Table(
+    "kansli_meta",
+    metadata,
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+    sa.Column("updated_at", sa.String(40), nullable=False),
+)
+
+ACTIVE_STATUSES = ("running",)
+FINAL_STATUSES = (
+    "succeeded", "failed", "partial", "skipped", "cancelled", "timeout", "missed", "interrupted",
+)
+
+
+def utcnow() -> str:
+    """Now, as the sortable UTC ISO-8601 text every timestamp in the store uses."""
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+@dataclass
+class RunRecord:
+    """One run as stored."""
+
+    run_id: str
+    robot: str
+    params: dict[str, Any]
+    trigger: str
+    actor: str
+    status: str
+    started_at: str
+    finished_at: str | None = None
+    pid: int | None = None
+    items_total: int = 0
+    items_done: int = 0
+    items_skipped: int = 0
+    items_business_error: int = 0
+    items_app_error: int = 0
+    error: str | None = None
+    run_dir: str | None = None
+
+    @property
+    def items_failed(self) -> int:
+        return self.items_business_error + self.items_app_error
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class ItemRecord:
+    """One item's outcome within a run."""
+
+    run_id: str
+    key: str
+    robot: str
+    outcome: str
+    attempts: int = 0
+    position: int = 0
+    output: Any = None
+    error: str | None = None
+    error_class: str | None = None
+    artifacts: list[str] = field(default_factory=list)
+    started_at: str | None = None
+    finished_at: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class LedgerEntry:
+    """The latest known state of one item of one batch, across runs."""
+
+    key: str
+    status: str
+    attempts: int
+    output: Any
+    run_id: str
+
+
+_engines: dict[str, Engine] = {}
+_engines_lock = threading.Lock()
+
+
+def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def _engine_for(url: str) -> Engine:
+    with _engines_lock:
+        engine = _engines.get(url)
+        if engine is None:
+            engine = _create_engine(url)
+            _engines[url] = engine
+        return engine
+
+
+def _create_engine(url: str) -> Engine:
+    try:
+        parsed = make_url(url)
+    except Exception as error:
+        raise ConfigError(f"invalid setting KANSLI_DATABASE_URL: {error}") from None
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, connect_args={"timeout": 30})
+        sa.event.listen(engine, "connect", _on_sqlite_connect)
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+class Store:
+    """The run history database."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = _engine_for(url)
+        self.dialect = self.engine.dialect.name
+        self._migrate()
+
+    # -- schema -------------------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        try:
+            with self._schema_lock() as connection:
+                metadata.create_all(connection, checkfirst=True)
+                self._set_meta(connection, "schema_version", str(SCHEMA_VERSION))
+        except sa.exc.OperationalError as error:
+            where = make_url(self.url).render_as_string(hide_password=True)
+            raise ConfigError(f"cannot open the run history database {where}: {error.orig}") from None
+
+    @contextmanager
+    def _schema_lock(self) -> Iterator[Connection]:
+        with self.engine.begin() as connection:
+            if self.dialect == "postgresql":
+                connection.execute(sa.text("SELECT pg_advisory_xact_lock(4242001)"))
+            elif self.dialect == "sqlite":
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
+            yield connection
+
+    def _set_meta(self, connection: Connection, name: str, value: str) -> None:
+        self._upsert(connection, kv, {"name": name, "value": value, "updated_at": utcnow()}, ["name"])
+
+    def _upsert(
+        self, connection: Connection, table: sa.Table, values: dict[str, Any], keys: list[str]
+    ) -> None:
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            pg_statement = pg_insert(table).values(**values)
+            update = {name: pg_statement.excluded[name] for name in values if name not in keys}
+            connection.execute(pg_statement.on_conflict_do_update(index_elements=keys, set_=update))
+            return
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        statement = sqlite_insert(table).values(**values)
+        update = {name: statement.excluded[name] for name in values if name not in keys}
+        connection.execute(statement.on_conflict_do_update(index_elements=keys, set_=update))
+
+    # -- meta values (audit anchor, scheduler heartbeat, ...) -------------------------------
+
+    def set_meta(self, name: str, value: str) -> None:
+        with self.engine.begin() as connection:
+            self._set_meta(connection, name, value)
+
+    def get_meta(self, name: str) -> tuple[str, str] | None:
+        """The value and its update time, or None."""
+        with self.engine.connect() as connection:
+            row = connection.execute(
+                sa.select(kv.c.value, kv.c.updated_at).where(kv.c.name == name)
+            ).first()
+        return (row.value, row.updated_at) if row else None
+
+    # -- runs ---------------------------------------------------------------------------------
+
+    def create_run(self, record: RunRecord) -> None:
+        values = record.as_dict()
+        values["params"] = json.dumps(record.params, ensure_ascii=False, default=str)
+        with self.engine.begin() as connection:
+            connection.execute(runs.insert().values(**values))
+
+    def finish_run(self, record: RunRecord) -> None:
+        values = {
+            name: getattr(record, name)
+            for name in (
+                "status", "finished_at", "items_total", "items_done", "items_skipped",
+                "items_business_error", "items_app_error", "error",
+            )
+        }
+        with self.engine.begin() as connection:
+            connection.execute(runs.update().where(runs.c.run_id == record.run_id).values(**values))
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        with self.engine.connect() as connection:
+            row = connection.execute(sa.select(runs).where(runs.c.run_id == run_id)).first()
+        return _run_from_row(row) if row else None
+
+    def find_run(self, prefix: str) -> RunRecord | None:
+        """A run by its id or a unique prefix of it (the newest when several match)."""
+        exact = self.get_run(prefix)
+        if exact is not None:
+            return exact
+        with self.engine.connect() as connection:
+            row = connection.execute(
+                sa.select(runs)
+                .where(runs.c.run_id.startswith(prefix, autoescape=True))
+                .order_by(runs.c.run_id.desc())
+                .limit(1)
+            ).first()
+        return _run_from_row(row) if row else None
+
+    def list_runs(
+        self,
+        *,
+        robot: str | None = None,
+        status: str | None = None,
+        since: str | None = None,
+        trigger: str | None = None,
+        limit: int = 50,
+    ) -> list[RunRecord]:
+        query = sa.select(runs).order_by(runs.c.started_at.desc(), runs.c.run_id.desc())
+        if robot:
+            query = query.where(runs.c.robot == robot)
+        if status:
+            query = query.where(runs.c.status == status)
+        if since:
+            query = query.where(runs.c.started_at >= since)
+        if trigger:
+            query = query.where(runs.c.trigger == trigger)
+        with self.engine.connect() as connection:
+            rows = connection.execute(query.limit(limit)).all()
+        return [_run_from_row(row) for row in rows]
+
+    def mark_interrupted(self, run_ids: Sequence[str], reason: str) -> int:
+        """Close runs still marked running whose process is gone."""
+        if not run_ids:
+            return 0
+        with self.engine.begin() as connection:
+            result = connection.execute(
+                runs.update()
+                .where(runs.c.run_id.in_(list(run_ids)), runs.c.status == "running")
+                .values(status="interrupted", finished_at=utcnow(), error=reason)
+            )
+        return int(result.rowcount or 0)
+
+    # -- items and the ledger -------------------------------------------------------------------
+
+    def load_ledger(self, robot: str, batch: str) -> dict[str, LedgerEntry]:
+        query = sa.select(ledger).where(ledger.c.robot == robot, ledger.c.batch == batch)
+        with self.engine.connect() as connection:
+            rows = connection.execute(query).all()
+        return {
+            row.key: LedgerEntry(row.key, row.status, row.attempts, _loads(row.output), row.run_id)
+            for row in rows
+        }
+
+    def reset_ledger(self, robot: str, batch: str) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(
+                ledger.delete().where(ledger.c.robot == robot, ledger.c.batch == batch)
+            )
+
+    def record_item(self, item: ItemRecord, batch: str) -> None:
+        """Write an item's state to the run's items and to the ledger, in one transaction."""
+        values = item.as_dict()
+        values["output"] = _dumps(item.output)
+        values["artifacts"] = _dumps(item.artifacts)
+        ledger_values = {
+            "robot": item.robot,
+            "batch": batch,
+            "key": item.key,
+            "status": item.outcome,
+            "attempts": item.attempts,
+            "output": values["output"],
+            "run_id": item.run_id,
+            "updated_at": utcnow(),
+        }
+        with self.engine.begin() as connection:
+            self._upsert(connection, run_items, values, ["run_id", "key"])
+            self._upsert(connection, ledger, ledger_values, ["robot", "batch", "key"])
+
+    def record_items(self, items: Iterable[ItemRecord]) -> None:
+        """Write items of the run only (items skipped because an earlier run did them)."""
+        rows = []
+        for item in items:
+            values = item.as_dict()
+            values["output"] = _dumps(item.output)
+            values["artifacts"] = _dumps(item.artifacts)
+            rows.append(values)
+        if rows:
+            with self.engine.begin() as connection:
+                connection.execute(run_items.insert(), rows)
+
+    def list_items(self, run_id: str) -> list[ItemRecord]:
+        query = (
+            sa.select(run_items)
+            .where(run_items.c.run_id == run_id)
+            .order_by(run_items.c.position, run_items.c.key)
+        )
+        with self.engine.connect() as connection:
+            rows = connection.execute(query).all()
+        return [_item_from_row(row) for row in rows]
+
+
+def _dumps(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _loads(value: str | None) -> Any:
+    return None if value is None else json.loads(value)
+
+
+def _run_from_row(row: sa.Row[Any]) -> RunRecord:
+    values = dict(row._mapping)
+    values["params"] = json.loads(values["params"] or "{}")
+    return RunRecord(**values)
+
+
+def _item_from_row(row: sa.Row[Any]) -> ItemRecord:
+    values = dict(row._mapping)
+    values["output"] = _loads(values["output"])
+    values["artifacts"] = _loads(values["artifacts"]) or []
+    return ItemRecord(**values)
+
+
+def open_store(url: str | None = None) -> Store:
+    """The store at ``url``, or at the settings' database URL."""
+    if url is None:
+        from shared.settings import get_settings
+
+        url = get_settings().effective_database_url
+    return Store(url)

@@ -1,0 +1,1 @@
+"""Robots used by the framework's own tests (not shipped)."""
