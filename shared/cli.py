@@ -138,6 +138,9 @@ def run_command(
     trigger: Annotated[
         str, typer.Option("--trigger", hidden=True, help="Who started the run.")
     ] = "cli",
+    run_id: Annotated[
+        str | None, typer.Option("--run-id", hidden=True, help="Use this run id (scheduler).")
+    ] = None,
 ) -> None:
     """Run a robot now, show progress over its items, and print the summary."""
     from shared.errors import KansliError
@@ -147,7 +150,7 @@ def run_command(
         runner = Runner(settings())
         with _progress(enabled=not as_json) as progress:
             record = runner.run(name, parse_params(param or []), trigger=trigger,
-                                rerun_all=rerun_all, wait=wait, progress=progress)
+                                rerun_all=rerun_all, wait=wait, progress=progress, run_id=run_id)
     except KansliError as error:
         fail(str(error), error.exit_code)
     items = runner.store.list_items(record.run_id)

@@ -161,14 +161,19 @@ class Runner:
         wait: bool = False,
         progress: Progress | None = None,
         on_start: Callable[[Run], None] | None = None,
+        run_id: str | None = None,
     ) -> RunRecord:
-        """Run robot ``name`` now and return its closed record."""
+        """Run robot ``name`` now and return its closed record.
+
+        ``run_id`` lets a caller (the scheduler) choose the id, so it can find the record of a
+        run it had to kill.
+        """
         spec = get_robot(name, self.robots_package)
         validated = spec.validate(params or {})
         with self._robot_lock(spec, trigger, wait) as lock_ok:
             if not lock_ok:
-                return self._refused(spec, validated, trigger)
-            run = self._open(spec, validated, trigger, rerun_all, progress)
+                return self._refused(spec, validated, trigger, run_id)
+            run = self._open(spec, validated, trigger, rerun_all, progress, run_id)
             if on_start is not None:
                 on_start(run)
             return self._execute(run)
@@ -189,14 +194,16 @@ class Runner:
         finally:
             lock.release()
 
-    def _refused(self, spec: RobotSpec, params: RobotParams, trigger: str) -> RunRecord:
+    def _refused(
+        self, spec: RobotSpec, params: RobotParams, trigger: str, run_id: str | None
+    ) -> RunRecord:
         holder = self.store.list_runs(robot=spec.name, status="running", limit=1)
         held_by = f" by run {holder[0].run_id}" if holder else ""
         reason = f"robot {spec.name} is already running{held_by}; this run was not started"
         record = RunRecord(
-            run_id=new_run_id(), robot=spec.name, params=_public_params(params), trigger=trigger,
-            actor=current_actor(), status="skipped", started_at=utcnow(), finished_at=utcnow(),
-            pid=os.getpid(), error=reason,
+            run_id=run_id or new_run_id(), robot=spec.name, params=_public_params(params),
+            trigger=trigger, actor=current_actor(), status="skipped", started_at=utcnow(),
+            finished_at=utcnow(), pid=os.getpid(), error=reason,
         )
         self.store.create_run(record)
         logger.warning(reason)
@@ -206,10 +213,10 @@ class Runner:
 
     def _open(
         self, spec: RobotSpec, params: RobotParams, trigger: str, rerun_all: bool,
-        progress: Progress | None,
+        progress: Progress | None, run_id: str | None,
     ) -> Run:
         self.reap_interrupted(spec.name)
-        run_id = new_run_id()
+        run_id = run_id or new_run_id()
         run_dir = self.settings.runs_dir / run_id
         (run_dir / "artifacts").mkdir(parents=True, exist_ok=True)
         record = RunRecord(
