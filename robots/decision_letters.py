@@ -87,9 +87,15 @@ def decision_letters(
         letter.render(letter_context(row.model), destination)
         return {"letter": destination.name}
 
+    def letter_written(item: WorkItem) -> dict[str, str] | None:
+        """A letter renamed into place before a crash is complete: take it, do not write it again."""
+        row: Row[Application] = item.data
+        done = row.model is not None and (output_dir / letter_file_name(row.model)).is_file()
+        return {"letter": letter_file_name(row.model)} if done and row.model else None
+
     items = (WorkItem(key=item_key(row), data=row, position=row.number) for row in rows)
-    results = run.process(items, write_letter, batch=file_batch(input, output_dir.resolve()),
-                          total=len(rows))
+    results = run.process(items, write_letter, reconcile=letter_written, total=len(rows),
+                          batch=file_batch(input, output_dir.resolve()))
     destination = output_dir / f"{input.stem}-resultat.xlsx"
     write_results(input, destination, result_columns(results), RESULT_COLUMNS)
     logger.info("letters in {}; results in {}", output_dir, destination)

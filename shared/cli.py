@@ -40,7 +40,7 @@ def console(stderr: bool = False) -> Console:
     if stderr:
         return Console(stderr=True)
     if _console is None:
-        _console = Console()
+        _console = Console() if sys.stdout.isatty() else Console(width=160)
     return _console
 
 
@@ -223,10 +223,11 @@ def _print_summary(record: RunRecord, items: list[ItemRecord]) -> None:
     failed = [item for item in items if item.outcome in ("business_error", "app_error")]
     if failed:
         _print_items(failed[:20], title=f"Failed items ({len(failed)})")
-    if record.error and not failed:
-        out.print(f"[red]error:[/] {record.error}", markup=True, highlight=False)
     if record.run_dir:
-        out.print(f"Log: kansli logs {record.run_id}   Folder: {record.run_dir}", highlight=False)
+        out.print(f"Log: kansli logs {record.run_id}", highlight=False)
+        out.print(f"Folder: {record.run_dir}", highlight=False, soft_wrap=True)
+    if record.error and not failed and record.status not in ("succeeded", "partial"):
+        sys.stderr.write(f"kansli: error: {record.error}\n")
 
 
 def _print_items(items: list[ItemRecord], title: str) -> None:

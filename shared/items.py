@@ -198,7 +198,7 @@ class ItemProcessor:
         self._record(item, outcome, started, output=output, error=message,
                      error_class=error_class, finished_at=utcnow())
         if error is not None:
-            logger.warning("item {} ended {}: {}", item.key, outcome, message)
+            logger.bind(console=False).warning("item {} ended {}: {}", item.key, outcome, message)
         return ItemResult(item.key, outcome, item.position, output=output, error=message,
                           error_class=error_class, attempts=item.attempt,
                           artifacts=list(item.artifacts), reconciled=reconciled, data=item.data)

@@ -21,9 +21,9 @@ from shared.redaction import redact
 
 TEXT_FORMAT = (
     "{time:YYYY-MM-DD HH:mm:ss.SSS} | {level: <8} | {extra[robot]} | {extra[run_id]} | "
-    "{extra[item]} | {message}\n{exception}"
+    "{extra[item]} | {message}"
 )
-CONSOLE_FORMAT = "<green>{time:HH:mm:ss}</green> <level>{level: <7}</level> {message}\n"
+CONSOLE_FORMAT = "<green>{time:HH:mm:ss}</green> <level>{level: <7}</level> {message}"
 
 logger.configure(extra={"run_id": "-", "robot": "-", "item": "-"})
 
@@ -57,7 +57,12 @@ def configure_console(
         target(redact(message))
 
     return logger.add(sink, level=level.upper(), format=CONSOLE_FORMAT, colorize=colorize,
-                      diagnose=False, backtrace=False)
+                      filter=_for_console, diagnose=False, backtrace=False)
+
+
+def _for_console(record: Any) -> bool:
+    """Records bound with ``console=False`` go to the run's files only (the CLI says it itself)."""
+    return bool(record["extra"].get("console", True))
 
 
 @contextmanager

@@ -257,9 +257,9 @@ class Runner:
         record.items_app_error = counts.get("app_error", 0)
         record.error = _run_error(run.results, error)
         if isinstance(error, KansliError) and not isinstance(error, RunCancelledError):
-            logger.error("run failed: {}", record.error)
+            logger.bind(console=False).error("run failed: {}", record.error)
         elif error is not None and not isinstance(error, RunCancelledError | KeyboardInterrupt):
-            logger.opt(exception=error).error("run failed: {}", record.error)
+            logger.bind(console=False).opt(exception=error).error("run failed: {}", record.error)
         self.store.finish_run(record)
         return record
 

@@ -107,7 +107,7 @@ class Settings(BaseSettings):
     database_url: str | None = None
     schedules_dir: Path = Path("schedules")
     robots_package: str = "robots"
-    log_level: str = "INFO"
+    log_level: str = "WARNING"
     browser: BrowserSettings = BrowserSettings()
     retry: RetrySettings = RetrySettings()
     eservice: EServiceSettings = EServiceSettings()

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shared.errors import ConfigError
+from shared.settings import load_settings
+from tests.conftest import kansli
+
+
+def test_defaults_work_without_env_file(kansli_env: Path) -> None:
+    settings = load_settings()
+    assert settings.browser.locale == "sv-SE"
+    assert settings.browser.timezone == "Europe/Stockholm"
+    assert settings.effective_database_url.startswith("sqlite:///")
+    assert settings.effective_database_url.endswith("data/kansli.db")
+
+
+def test_nested_env_and_env_file(kansli_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (kansli_env / ".env").write_text("KANSLI_BROWSER__HEADLESS=false\nKANSLI_RETRY__ATTEMPTS=7\n")
+    monkeypatch.setenv("KANSLI_BROWSER__TIMEOUT_MS", "1234")
+    settings = load_settings()
+    assert settings.browser.headless is False
+    assert settings.retry.attempts == 7
+    assert settings.browser.timeout_ms == 1234
+
+
+def test_invalid_value_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KANSLI_RETRY__ATTEMPTS", "många")
+    with pytest.raises(ConfigError, match="KANSLI_RETRY__ATTEMPTS"):
+        load_settings()
+
+
+def test_secrets_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "kansli_database_url").write_text("sqlite:////tmp/from-secret.db")
+    monkeypatch.setenv("KANSLI_SECRETS_DIR", str(secrets))
+    assert load_settings().database_url == "sqlite:////tmp/from-secret.db"
+
+
+def test_cli_config_masks_secrets(kansli_env: Path) -> None:
+    (kansli_env / ".env").write_text("KANSLI_ESERVICE__PASSWORD=kanariefågel-9911\n", encoding="utf-8")
+    result = kansli("config", cwd=kansli_env)
+    assert result.returncode == 0, result.stderr
+    assert "KANSLI_ESERVICE__PASSWORD = **********" in result.stdout
+    assert "kanariefågel-9911" not in result.stdout + result.stderr
+
+
+def test_cli_bad_env_value_is_one_line_and_exit_4(kansli_env: Path) -> None:
+    (kansli_env / ".env").write_text("KANSLI_BROWSER__HEADLESS=kanske\n")
+    result = kansli("runs", cwd=kansli_env)
+    assert result.returncode == 4
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "KANSLI_BROWSER__HEADLESS" in lines[0]

@@ -1,0 +1,44 @@
+"""House rules checked by a test: robots are documented, tested and listed; commands have help."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from shared.cli import app
+from shared.registry import discover
+from tests.conftest import REPO, kansli
+
+
+def test_every_robot_has_a_docstring_a_test_and_is_listed(kansli_env: Path) -> None:
+    robots = discover()
+    listed = {robot["name"] for robot in json.loads(kansli("robots", "--json", cwd=kansli_env).stdout)}
+    assert robots, "no robots discovered"
+    for name, spec in robots.items():
+        assert spec.summary, f"robot {name} has no docstring"
+        module_file = spec.module.rsplit(".", 1)[-1]
+        assert (REPO / "tests" / "robots" / f"test_{module_file}.py").is_file(), f"robot {name} has no test"
+        assert name in listed, f"robot {name} is missing from `kansli robots`"
+
+
+def _commands(group: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    found: list[tuple[str, Any]] = []
+    for name, command in group.commands.items():
+        found.append((prefix + name, command))
+        if hasattr(command, "commands"):
+            found.extend(_commands(command, prefix + name + " "))
+    return found
+
+
+def test_every_cli_command_has_help() -> None:
+    root = typer.main.get_command(app)
+    commands = _commands(root)
+    assert len(commands) >= 7
+    for name, command in commands:
+        assert (command.help or "").strip(), f"`kansli {name}` has no help text"
+        for parameter in command.params:
+            if parameter.param_type_name == "option" and not getattr(parameter, "hidden", False):
+                assert parameter.help, f"`kansli {name}` option {parameter.name} has no help"
