@@ -26,6 +26,10 @@ TEXT_FORMAT = (
 CONSOLE_FORMAT = "<green>{time:HH:mm:ss}</green> <level>{level: <7}</level> {message}"
 
 logger.configure(extra={"run_id": "-", "robot": "-", "item": "-"})
+try:  # loguru's default stderr sink does not redact: nothing may reach a console unmasked
+    logger.remove(0)
+except ValueError:
+    pass
 
 
 class RedactingWriter:

@@ -100,6 +100,7 @@ class Settings(BaseSettings):
         secrets_dir=None,
         extra="ignore",
         validate_default=True,
+        env_ignore_empty=True,
     )
 
     data_dir: Path = Path("var/data")
