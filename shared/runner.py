@@ -27,6 +27,7 @@ import filelock
 import psutil
 from loguru import logger
 
+from shared.audit import AuditLog, RunAudit, anchor_head
 from shared.errors import AlreadyRunningError, KansliError, RunCancelledError
 from shared.items import (
     Handler,
@@ -81,6 +82,7 @@ class Run:
     rerun_all: bool = False
     progress: Progress = field(default_factory=NoProgress)
     results: list[ItemResult] = field(default_factory=list)
+    audit: RunAudit | None = None
 
     @property
     def artifacts_dir(self) -> Path:
@@ -103,14 +105,43 @@ class Run:
         """
         processor = ItemProcessor(self, handler, batch=batch or self.default_batch(),
                                   reconcile=reconcile)
-        self.progress.start(total)
-        results = run_batch(processor, items, self.progress, workers)
+        progress = _AuditedProgress(self.progress, self.audit)
+        progress.start(total)
+        try:
+            results = run_batch(processor, items, progress, workers)
+        finally:
+            if self.audit is not None:
+                self.audit.flush()
         self.results.extend(results)
         return results
 
     def default_batch(self) -> str:
         canonical = json.dumps(self.params.model_dump(mode="json"), sort_keys=True, default=str)
         return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+class _AuditedProgress:
+    """Passes progress on, and queues each item's outcome for the audit trail."""
+
+    def __init__(self, inner: Progress, audit: RunAudit | None) -> None:
+        self.inner, self.audit = inner, audit
+
+    def start(self, total: int | None) -> None:
+        self.inner.start(total)
+
+    def advance(self, result: ItemResult) -> None:
+        if self.audit is not None:
+            output = None if result.output is None else json.dumps(result.output, ensure_ascii=False)
+            self.audit.item(result.key, result.outcome, {
+                "attempts": result.attempts, "output_ref": (output or "")[:200] or None,
+                "error_class": result.error_class, "reconciled": result.reconciled,
+            })
+        self.inner.advance(result)
+
+
+def audit_actor(trigger: str) -> str:
+    """Who a run is attributed to in the audit trail: the schedule, or the OS user."""
+    return trigger if trigger.startswith("schedule:") else current_actor()
 
 
 def file_batch(path: Path, *extra: object) -> str:
@@ -147,6 +178,7 @@ class Runner:
         self.settings = settings or get_settings()
         self.store = store or open_store(self.settings.effective_database_url)
         self.robots_package = robots_package or self.settings.robots_package
+        self.audit_log = AuditLog.from_settings(self.settings)
 
     def robots(self) -> dict[str, RobotSpec]:
         return discover(self.robots_package)
@@ -206,6 +238,8 @@ class Runner:
             finished_at=utcnow(), pid=os.getpid(), error=reason,
         )
         self.store.create_run(record)
+        self.audit_log.append("run.skipped", run_id=record.run_id, robot=spec.name,
+                              actor=audit_actor(trigger), data={"trigger": trigger, "reason": reason})
         logger.warning(reason)
         raise AlreadyRunningError(reason)
 
@@ -225,9 +259,21 @@ class Runner:
             run_dir=str(run_dir.resolve()),
         )
         self.store.create_run(record)
+        audit = RunAudit(self.audit_log, run_id, spec.name, audit_actor(trigger))
+        audit.event("config.loaded", self._config_summary())
+        audit.event("run.started", {"trigger": trigger, "params": record.params,
+                                    "rerun_all": rerun_all, "os_user": record.actor})
         return Run(run_id=run_id, robot=spec, params=params, trigger=trigger, actor=record.actor,
                    run_dir=run_dir, settings=self.settings, store=self.store,
-                   rerun_all=rerun_all, progress=progress or NoProgress())
+                   rerun_all=rerun_all, progress=progress or NoProgress(), audit=audit)
+
+    def _config_summary(self) -> dict[str, Any]:
+        env_file = Path(".env")
+        return {
+            "settings_file": str(env_file.resolve()) if env_file.is_file() else None,
+            "secrets_set": self.settings.secret_names(),
+            "database": self.settings.masked()["database_url"],
+        }
 
     def _execute(self, run: Run) -> RunRecord:
         error: BaseException | None = None
@@ -242,6 +288,7 @@ class Runner:
                 error = caught
             record = self._close(run, error)
             logger.info("run {} ended {}", run.run_id, record.status)
+            self._write_report(run)
         return record
 
     def _close(self, run: Run, error: BaseException | None) -> RunRecord:
@@ -261,7 +308,33 @@ class Runner:
         elif error is not None and not isinstance(error, RunCancelledError | KeyboardInterrupt):
             logger.bind(console=False).opt(exception=error).error("run failed: {}", record.error)
         self.store.finish_run(record)
+        self._audit_end(run, record, error)
         return record
+
+    def _audit_end(self, run: Run, record: RunRecord, error: BaseException | None) -> None:
+        """The run's end event and the trail's head anchored in the database; never fatal."""
+        if run.audit is None:
+            return
+        try:
+            run.audit.event("run.finished", {
+                "status": record.status, "items_total": record.items_total,
+                "items_done": record.items_done, "items_skipped": record.items_skipped,
+                "items_business_error": record.items_business_error,
+                "items_app_error": record.items_app_error,
+                "error_class": type(error).__name__ if error is not None else None,
+            })
+            anchor_head(self.audit_log, self.store)
+        except KansliError as failure:
+            logger.error("could not write the audit trail: {}", failure)
+
+    def _write_report(self, run: Run) -> None:
+        """The run's ``report.html``; a failure to write it is logged, never fatal."""
+        from shared.report import write_report
+
+        try:
+            write_report(self.store, run.run_id)
+        except Exception as error:  # noqa: BLE001 - the run is already recorded
+            logger.warning("could not write the run report: {}", describe_error(error))
 
     # -- housekeeping -----------------------------------------------------------------------------
 

@@ -130,6 +130,10 @@ class Settings(BaseSettings):
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'kansli.db').resolve()}"
 
+    def secret_names(self) -> list[str]:
+        """The names (never the values) of the secret settings that are set."""
+        return [f"KANSLI_{name.upper()}" for name in _secret_names(self) if name]
+
     def secret_values(self) -> list[str]:
         """Every secret value in the settings, in clear text (for masking only)."""
         return [value.get_secret_value() for value in _secrets_in(self)]
@@ -150,6 +154,17 @@ def _secrets_in(model: BaseModel) -> list[SecretStr]:
         elif isinstance(value, BaseModel):
             found.extend(_secrets_in(value))
     return found
+
+
+def _secret_names(model: BaseModel, prefix: str = "") -> list[str]:
+    names: list[str] = []
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, SecretStr) and value.get_secret_value():
+            names.append(prefix + name)
+        elif isinstance(value, BaseModel):
+            names.extend(_secret_names(value, f"{prefix}{name}__"))
+    return names
 
 
 def _mask_url(url: str) -> str:

@@ -51,3 +51,29 @@ def sleeper(run: Run, seconds: float = 30.0, ready: Path | None = None) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         time.sleep(0.05)
+
+
+# A 1x1 PNG, standing in for a screenshot of a failed item.
+PIXEL_PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c4890000000d494441"
+    "54789c63f8cfc0f01f00050001ff89993d1d0000000049454e44ae426082"
+)
+
+
+@robot()
+def evidence(run: Run, count: int = 4, bad: str = "k1", broken: str = "k2") -> None:
+    """Items that fail leave a screenshot in the run's artifacts (for the report)."""
+    bad_keys, broken_keys = set(bad.split(",")), set(broken.split(","))
+
+    def handle(item: WorkItem) -> str:
+        if item.key in bad_keys | broken_keys:
+            shot = run.artifacts_dir / f"{item.key}.png"
+            shot.write_bytes(PIXEL_PNG)
+            item.artifacts.append(f"artifacts/{shot.name}")
+        if item.key in bad_keys:
+            raise InputError(f"item {item.key}: Personnummer 811218-9876 saknar kontrollsiffra")
+        if item.key in broken_keys:
+            raise TargetError("the target answered 500")
+        return f"KS-2026-{item.position:06d}"
+
+    run.process((WorkItem(key=f"k{n}", position=n) for n in range(count)), handle, total=count)

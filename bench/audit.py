@@ -1,0 +1,180 @@
+"""Benchmark the audit trail: append rate, verify and search speed and memory.
+
+    .venv/bin/python -m bench.audit                 # 1,000,000 events
+    .venv/bin/python -m bench.audit --quick         # a smoke run in seconds
+    .venv/bin/python -m bench.audit --events 200000 --keyed
+
+Appends are measured with fsync, one process and four at once. The large file set is written by the
+bulk writer (the same canonical lines and chain, one lock, buffered writes) over ten days, then
+verified and searched in fresh child processes whose peak RSS (VmHWM) is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import resource
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+
+from shared.audit import AuditLog
+
+VERIFY_TARGET = 200_000  # events per second
+MEMORY_TARGET = 100.0  # MB
+DAYS = 10
+
+
+def _peak_mb() -> float:
+    """Peak RSS of this process. VmHWM belongs to the process image, so unlike ``ru_maxrss`` it
+    does not include the parent's memory at fork time before the child exec'd."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _append_worker(directory: str, count: int, barrier: Any) -> tuple[float, float]:
+    log = AuditLog(Path(directory))
+    barrier.wait()
+    started = time.perf_counter()
+    for number in range(count):
+        log.append("item.outcome", run_id="bench", robot="bench", data={"item_key": str(number)})
+    return started, time.perf_counter()
+
+
+def bench_append(directory: Path, count: int) -> float:
+    """Events per second, one process, fsync per event."""
+    log = AuditLog(directory)
+    started = time.perf_counter()
+    for number in range(count):
+        log.append("item.outcome", run_id="bench", robot="bench", data={"item_key": str(number)})
+    return count / (time.perf_counter() - started)
+
+
+def bench_append_concurrent(directory: Path, count: int, processes: int = 4) -> float:
+    """Total events per second with ``processes`` processes appending at once."""
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() as manager:
+        barrier = manager.Barrier(processes)
+        with ProcessPoolExecutor(processes, mp_context=context) as pool:
+            futures = [pool.submit(_append_worker, str(directory), count, barrier) for _ in range(processes)]
+            spans = [future.result() for future in futures]
+    elapsed = max(end for _, end in spans) - min(start for start, _ in spans)
+    return processes * count / elapsed
+
+
+def _records(total: int) -> Iterator[dict[str, Any]]:
+    start = datetime(2026, 1, 1, 6, tzinfo=UTC)
+    step = timedelta(days=DAYS) / total
+    statuses = ("done", "done", "done", "failed", "skipped")
+    for number in range(total):
+        yield {
+            "event": "item.outcome" if number % 50 else "run.started",
+            "time": start + step * number,
+            "run_id": f"run-{number // 1000}",
+            "robot": f"robot-{number % 7}",
+            "actor": "scheduler@kansli01",
+            "data": {
+                "item_key": f"ARENDE-{number:08d}",
+                "status": statuses[number % 5],
+                "attempts": 1 + number % 3,
+            },
+        }
+
+
+def generate(directory: Path, total: int, key: str | None) -> float:
+    """Write ``total`` events over ten days; events per second."""
+    started = time.perf_counter()
+    AuditLog(directory, key=key)._write_bulk(_records(total))
+    return total / (time.perf_counter() - started)
+
+
+def _verify_child(directory: str, key: str | None) -> tuple[float, int, bool, str, float]:
+    started = time.perf_counter()
+    report = AuditLog(Path(directory), key=key).verify()
+    elapsed = time.perf_counter() - started
+    return elapsed, report.events, report.ok, report.summary(), _peak_mb()
+
+
+def _search_child(directory: str) -> tuple[float, int, float]:
+    started = time.perf_counter()
+    found = sum(1 for _ in AuditLog(Path(directory)).search(robot="robot-3", status="failed"))
+    return time.perf_counter() - started, found, _peak_mb()
+
+
+def _idle_child() -> float:
+    import shared.audit  # noqa: F401 - the same imports as the measured children
+
+    return _peak_mb()
+
+
+def _in_child(function: Any, *args: Any) -> Any:
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=context) as pool:
+        return pool.submit(function, *args).result()
+
+
+def _row(name: str, value: str, target: str = "", passed: bool | None = None) -> None:
+    verdict = "" if passed is None else ("ok" if passed else "MISSED")
+    print(f"{name:<44} {value:>16} {target:>14} {verdict:>7}")
+
+
+def _verify_rows(directory: Path, key: str | None, label: str) -> None:
+    elapsed, events, ok, summary, peak = _in_child(_verify_child, str(directory), key)
+    rate = events / elapsed
+    _row(
+        f"verify {label} ({events:,} events)",
+        f"{rate:,.0f} ev/s",
+        f">= {VERIFY_TARGET:,}",
+        rate >= VERIFY_TARGET and ok,
+    )
+    _row(f"verify {label}: time", f"{elapsed:.2f} s")
+    _row(f"verify {label}: peak RSS", f"{peak:.1f} MB", f"< {MEMORY_TARGET:.0f} MB", peak < MEMORY_TARGET)
+    if not ok:
+        print(f"  !! {summary}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=1_000_000, help="size of the verify set")
+    parser.add_argument("--appends", type=int, default=2000, help="appends per measurement")
+    parser.add_argument("--quick", action="store_true", help="50,000 events, 300 appends")
+    parser.add_argument("--keyed", action="store_true", help="also verify a keyed (HMAC) set")
+    options = parser.parse_args(argv)
+    logger.remove()
+    logger.add(sys.stderr, level="WARNING")
+    events = 50_000 if options.quick else options.events
+    appends = 300 if options.quick else options.appends
+    with tempfile.TemporaryDirectory(prefix="kansli-audit-bench-") as scratch:
+        root = Path(scratch)
+        print(f"{'measure':<44} {'value':>16} {'target':>14} {'':>7}")
+        _row("append, 1 process (fsync each)", f"{bench_append(root / 'a1', appends):,.0f} ev/s")
+        rate = bench_append_concurrent(root / "a4", appends)
+        _row("append, 4 processes at once (total)", f"{rate:,.0f} ev/s")
+        _row(f"bulk generate {events:,} events", f"{generate(root / 'big', events, None):,.0f} ev/s")
+        size = sum(path.stat().st_size for path in (root / "big").glob("*.jsonl"))
+        _row("file set size", f"{size / 1e6:,.0f} MB")
+        _row("idle child peak RSS (python + imports)", f"{_in_child(_idle_child):.1f} MB")
+        _verify_rows(root / "big", None, "unkeyed")
+        elapsed, found, peak = _in_child(_search_child, str(root / "big"))
+        _row(f"search robot+status ({found:,} hits)", f"{events / elapsed:,.0f} ev/s")
+        _row("search: peak RSS", f"{peak:.1f} MB", f"< {MEMORY_TARGET:.0f} MB", peak < MEMORY_TARGET)
+        if options.keyed:
+            generate(root / "keyed", events, "bench-key")
+            _verify_rows(root / "keyed", "bench-key", "keyed")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
