@@ -17,7 +17,7 @@ from typing import Any, Literal
 from loguru import logger
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from shared.documents import DocumentTemplate
+from shared.documents import DocumentTemplate, format_kronor
 from shared.errors import InputError
 from shared.excel import Personnummer, Postnummer, Row, read_rows, write_results
 from shared.files import writable_directory
@@ -30,7 +30,13 @@ DEFAULT_TEMPLATE = DEMO_DIR / "templates" / "beslut.docx"
 DEFAULT_OUTPUT = Path("var/out/decision_letters")
 RESULT_COLUMNS = ("status", "letter file", "error")
 KOMMUN = "Exempelby kommun"
-FORVALTNING = "Socialförvaltningen"
+FORVALTNING_BY_CASE_TYPE = {
+    "Bostadsanpassningsbidrag": "Samhällsbyggnadsförvaltningen",
+    "Färdtjänst": "Tekniska förvaltningen",
+    "Parkeringstillstånd för rörelsehindrade": "Tekniska förvaltningen",
+    "Ekonomiskt bistånd": "Socialförvaltningen",
+    "Serveringstillstånd": "Socialförvaltningen",
+}
 LETTER_FIELDS = frozenset({
     "kommun", "forvaltning", "mottagare", "diarienummer", "arendetyp", "beslut", "beslutsdatum",
     "ansokningsdatum", "handlaggare", "belopp", "motivering", "atgarder",
@@ -115,10 +121,9 @@ def letter_file_name(application: Application) -> str:
 def letter_context(application: Application) -> dict[str, Any]:
     """The template's fields for one application."""
     measures = [m.strip() for m in (application.atgarder or "").split(";") if m.strip()]
-    verdict = {"Bifall": "Beviljas", "Avslag": "Avslås"}
     return {
         "kommun": KOMMUN,
-        "forvaltning": FORVALTNING,
+        "forvaltning": FORVALTNING_BY_CASE_TYPE.get(application.arendetyp, "Kommunstyrelseförvaltningen"),
         "mottagare": {
             "namn": f"{application.fornamn} {application.efternamn}",
             "adress": application.adress,
@@ -131,26 +136,20 @@ def letter_context(application: Application) -> dict[str, Any]:
         "beslutsdatum": application.beslutsdatum.isoformat(),
         "ansokningsdatum": application.ansokningsdatum.isoformat(),
         "handlaggare": application.handlaggare,
-        "belopp": format_amount(application.belopp) if application.beslut != "Avslag" else "",
+        "belopp": format_kronor(application.belopp) if application.beslut != "Avslag" else "",
         "motivering": application.motivering or "",
         "atgarder": [
-            {"namn": name, "beslut": _measure_verdict(application.beslut, index, verdict)}
+            {"namn": name, "beslut": measure_verdict(application.beslut, last=index == len(measures) - 1)}
             for index, name in enumerate(measures)
         ],
     }
 
 
-def _measure_verdict(decision: str, index: int, verdict: dict[str, str]) -> str:
+def measure_verdict(decision: str, *, last: bool) -> str:
+    """Per measure: all granted, all refused, or (partly granted) the last one refused."""
     if decision == "Delvis bifall":
-        return "Beviljas" if index % 2 == 0 else "Avslås"
-    return verdict[decision]
-
-
-def format_amount(amount: int | None) -> str:
-    """``12500`` as ``12 500 kr`` (Swedish thousands separator); empty when no amount."""
-    if not amount:
-        return ""
-    return f"{amount:,}".replace(",", "\u00a0") + " kr"
+        return "Avslås" if last else "Beviljas"
+    return "Beviljas" if decision == "Bifall" else "Avslås"
 
 
 def result_columns(results: list[ItemResult]) -> dict[int, dict[str, Any]]:

@@ -19,6 +19,13 @@ from shared.errors import InputError, TemplateFieldError
 from shared.files import atomic_path
 
 
+def format_kronor(amount: int | None) -> str:
+    """``12500`` as ``12 500 kr`` (Swedish grouping, a no-break space); empty when no amount."""
+    if not amount:
+        return ""
+    return f"{amount:,}".replace(",", "\u00a0") + " kr"
+
+
 class DocumentTemplate:
     """A docxtpl template held in memory."""
 
