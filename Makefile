@@ -33,7 +33,7 @@ chromium:
 	  exit 1; \
 	fi
 
-demo: setup demo-letters
+demo: setup demo-letters demo-forms
 
 demo-letters:
 	@rm -rf var/out/decision_letters
@@ -42,6 +42,22 @@ demo-letters:
 	@echo
 	@echo "Letters:  $$(pwd)/var/out/decision_letters/beslut-*.docx ($$(ls var/out/decision_letters/beslut-*.docx | wc -l) files)"
 	@echo "Results:  $$(pwd)/var/out/decision_letters/applications-resultat.xlsx (bad rows marked)"
+
+# The demo e-service in the background (own db under var/), intake_forms against it, then stop it.
+DEMO_SITE_PORT ?= 8765
+demo-forms:
+	@rm -rf var/out/intake_forms var/demo-site; mkdir -p var/demo-site
+	@$(KANSLI) demo-site --port $(DEMO_SITE_PORT) --db var/demo-site/eservice.db > var/demo-site/site.log 2>&1 & \
+	  site=$$!; trap 'kill $$site 2>/dev/null; wait $$site 2>/dev/null' EXIT; \
+	  for i in $$(seq 1 100); do grep -q "ready at" var/demo-site/site.log && break; \
+	    kill -0 $$site 2>/dev/null || { cat var/demo-site/site.log >&2; exit 1; }; sleep 0.1; done; \
+	  grep -q "ready at" var/demo-site/site.log || { echo "demo e-service did not start" >&2; exit 1; }; \
+	  head -1 var/demo-site/site.log; \
+	  KANSLI_ESERVICE__URL=http://127.0.0.1:$(DEMO_SITE_PORT) $(KANSLI) run intake_forms \
+	    --param input=demo/data/intake.xlsx --param fast=true --param workers=2 --rerun-all; \
+	  code=$$?; [ $$code -eq 0 ] || [ $$code -eq 3 ] || exit $$code
+	@echo
+	@echo "Results:  $$(pwd)/var/out/intake_forms/intake-resultat.xlsx (case numbers; bad rows marked)"
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -19,9 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared.documents import DocumentTemplate, format_kronor
 from shared.errors import InputError
-from shared.excel import Personnummer, Postnummer, Row, read_rows, write_results
+from shared.excel import Personnummer, Postnummer, Row, read_rows, result_cells, row_key, write_results
 from shared.files import writable_directory
-from shared.items import ItemResult, WorkItem
+from shared.items import WorkItem
 from shared.registry import robot
 from shared.runner import Run, file_batch
 
@@ -99,18 +99,12 @@ def decision_letters(
         done = row.model is not None and (output_dir / letter_file_name(row.model)).is_file()
         return {"letter": letter_file_name(row.model)} if done and row.model else None
 
-    items = (WorkItem(key=item_key(row), data=row, position=row.number) for row in rows)
+    items = (WorkItem(key=row_key(row, "Diarienummer"), data=row, position=row.number) for row in rows)
     results = run.process(items, write_letter, reconcile=letter_written, total=len(rows),
                           batch=file_batch(input, output_dir.resolve()))
     destination = output_dir / f"{input.stem}-resultat.xlsx"
-    write_results(input, destination, result_columns(results), RESULT_COLUMNS)
+    write_results(input, destination, result_cells(results, "letter file", "letter"), RESULT_COLUMNS)
     logger.info("letters in {}; results in {}", output_dir, destination)
-
-
-def item_key(row: Row[Application]) -> str:
-    """The case reference, or the row number when the reference is missing."""
-    reference = row.values.get("Diarienummer")
-    return str(reference).strip() if reference and str(reference).strip() else f"row-{row.number}"
 
 
 def letter_file_name(application: Application) -> str:
@@ -150,17 +144,3 @@ def measure_verdict(decision: str, *, last: bool) -> str:
     if decision == "Delvis bifall":
         return "Avslås" if last else "Beviljas"
     return "Beviljas" if decision == "Bifall" else "Avslås"
-
-
-def result_columns(results: list[ItemResult]) -> dict[int, dict[str, Any]]:
-    """The results workbook's added cells, by Excel row number."""
-    labels = {"done": "klar", "skipped": "klar", "business_error": "fel i data",
-              "app_error": "tekniskt fel"}
-    return {
-        result.position: {
-            "status": labels.get(result.outcome, result.outcome),
-            "letter file": (result.output or {}).get("letter", "") if result.ok else "",
-            "error": result.error or "",
-        }
-        for result in results
-    }

@@ -10,11 +10,11 @@ missing required column) raise one :class:`~shared.errors.InputError` naming the
 from __future__ import annotations
 
 import zipfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from copy import copy
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Generic, TypeVar
 
 from openpyxl import load_workbook
 from openpyxl.utils.exceptions import InvalidFileException
@@ -24,6 +24,9 @@ from pydantic import AfterValidator, BaseModel, ValidationError
 
 from shared.errors import InputError
 from shared.files import atomic_path
+
+if TYPE_CHECKING:
+    from shared.items import ItemResult
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -182,3 +185,29 @@ def _check_postnummer(value: str) -> str:
 Personnummer = Annotated[str, AfterValidator(_check_personnummer)]
 #: A Swedish postal code, normalised to ``NNN NN``.
 Postnummer = Annotated[str, AfterValidator(_check_postnummer)]
+
+
+#: How item outcomes read in a results workbook (for Swedish staff).
+OUTCOME_LABELS = {"done": "klar", "skipped": "klar", "business_error": "fel i data",
+                  "app_error": "tekniskt fel"}
+
+
+def row_key(row: Row[Any], column: str) -> str:
+    """The row's ``column`` as an item key (a case reference), or ``row-N`` when it is empty."""
+    value = row.values.get(column)
+    text = str(value).strip() if value is not None else ""
+    return text or f"row-{row.number}"
+
+
+def result_cells(
+    results: Iterable[ItemResult], output_column: str, output_field: str
+) -> dict[int, dict[str, Any]]:
+    """A results workbook's ``status``, output and ``error`` cells, by Excel row number."""
+    return {
+        result.position: {
+            "status": OUTCOME_LABELS.get(result.outcome, result.outcome),
+            output_column: (result.output or {}).get(output_field, "") if result.ok else "",
+            "error": result.error or "",
+        }
+        for result in results
+    }

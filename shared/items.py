@@ -16,17 +16,25 @@ may already have had its effect (a form submitted just before the crash): when t
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from loguru import logger
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+)
 
-from shared.errors import InputError, KansliError, is_retryable
+from shared.errors import InputError, KansliError, RunCancelledError, is_retryable
 from shared.redaction import redact
 from shared.store import ItemRecord, LedgerEntry, utcnow
 
@@ -72,6 +80,8 @@ class ItemResult:
 
 Handler = Callable[[WorkItem], Any]
 Reconcile = Callable[[WorkItem], Any]
+AsyncHandler = Callable[[WorkItem], Awaitable[Any]]
+AsyncReconcile = Callable[[WorkItem], Awaitable[Any]]
 
 
 class Progress(Protocol):
@@ -179,7 +189,7 @@ class ItemProcessor:
         record = ItemRecord(
             run_id=self.run.run_id, key=item.key, robot=self.run.robot.name, outcome=outcome,
             attempts=item.attempt, position=item.position, started_at=started,
-            artifacts=list(item.artifacts), **fields,
+            artifacts=list(dict.fromkeys(item.artifacts)), **fields,
         )
         self.store.record_item(record, self.batch)
 
@@ -201,7 +211,51 @@ class ItemProcessor:
             logger.bind(console=False).warning("item {} ended {}: {}", item.key, outcome, message)
         return ItemResult(item.key, outcome, item.position, output=output, error=message,
                           error_class=error_class, attempts=item.attempt,
-                          artifacts=list(item.artifacts), reconciled=reconciled, data=item.data)
+                          artifacts=list(dict.fromkeys(item.artifacts)), reconciled=reconciled,
+                          data=item.data)
+
+    # -- one item, async (handler and reconcile are coroutine functions) ---------------------------
+
+    async def process_async(self, item: WorkItem) -> ItemResult:
+        """:meth:`process` for an async handler: same ledger writes, same retries, same outcomes."""
+        started = utcnow()
+        with logger.contextualize(item=item.key):
+            try:
+                output, reconciled = await self._attempts_async(item, started)
+            except (RunCancelledError, asyncio.CancelledError):
+                raise
+            except InputError as error:
+                return self._finish(item, started, "business_error", error=error)
+            except Exception as error:  # noqa: BLE001 - any failure of the target is an app error
+                return self._finish(item, started, "app_error", error=error)
+            return self._finish(item, started, "done", output=output, reconciled=reconciled)
+
+    async def _attempts_async(self, item: WorkItem, started: str) -> tuple[Any, bool]:
+        settings = self.run.settings.retry
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(settings.attempts),
+            wait=wait_exponential(multiplier=settings.backoff_initial, max=settings.backoff_max),
+            retry=retry_if_exception(is_retryable),
+            before_sleep=_log_retry,
+            reraise=True,
+            sleep=asyncio.sleep,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await self._attempt_async(item, started)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _attempt_async(self, item: WorkItem, started: str) -> tuple[Any, bool]:
+        needs_reconcile = item.reconcile_first
+        item.attempt += 1
+        item.reconcile_first = True  # any later attempt follows one that may have had an effect
+        self._record(item, "in_progress", started)
+        if needs_reconcile and self.reconcile is not None:
+            found = await self.reconcile(item)
+            if found is not None:
+                logger.info("item {} was already done by an earlier attempt", item.key)
+                return found, True
+        return await self.handler(item), False
 
     def record_skipped(self, results: list[ItemResult]) -> None:
         """Store the items this run did not need to do, so ``kansli show`` lists them too."""
@@ -285,3 +339,54 @@ def _collect(
         progress.advance(result)
         results.append(result)
     return still
+
+
+# -- the async path: one event loop, ``workers`` items in flight --------------------------------
+
+
+async def run_batch_async(
+    processor: ItemProcessor, items: Iterable[WorkItem], progress: Progress, workers: int = 1
+) -> list[ItemResult]:
+    """Process every item with ``workers`` concurrent tasks on the running event loop.
+
+    The processor's handler and reconcile must be coroutine functions. Ledger writes are the same
+    (synchronous) store calls as on the sync path, made from the loop's thread. Results come back
+    in input order.
+    """
+    planned = _planned(processor, items, progress)
+    results: list[ItemResult] = []
+
+    async def worker() -> None:
+        for item, ready in planned:  # one shared iterator: each item goes to one task
+            result = ready or await processor.process_async(item)
+            progress.advance(result)
+            results.append(result)
+
+    tasks = [asyncio.create_task(worker(), name=f"item-worker-{n}") for n in range(max(1, workers))]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+    results.sort(key=lambda result: result.position)
+    return results
+
+
+async def process_async(
+    run: Run,
+    items: Iterable[WorkItem],
+    handler: AsyncHandler,
+    *,
+    batch: str | None = None,
+    reconcile: AsyncReconcile | None = None,
+    total: int | None = None,
+    workers: int = 1,
+) -> list[ItemResult]:
+    """:meth:`shared.runner.Run.process` for async handlers: ``workers`` items at a time."""
+    processor = ItemProcessor(run, handler, batch=batch or run.default_batch(), reconcile=reconcile)
+    run.progress.start(total)
+    results = await run_batch_async(processor, items, run.progress, workers)
+    run.results.extend(results)
+    return results

@@ -28,7 +28,7 @@ import psutil
 from loguru import logger
 
 from shared.audit import AuditLog, RunAudit, anchor_head
-from shared.errors import AlreadyRunningError, KansliError, RunCancelledError
+from shared.errors import AlreadyRunningError, ConfigError, KansliError, RunCancelledError
 from shared.items import (
     Handler,
     ItemProcessor,
@@ -289,6 +289,8 @@ class Runner:
             record = self._close(run, error)
             logger.info("run {} ended {}", run.run_id, record.status)
             self._write_report(run)
+        if isinstance(error, ConfigError):
+            raise error  # recorded as failed; the caller still sees a configuration problem (exit 4)
         return record
 
     def _close(self, run: Run, error: BaseException | None) -> RunRecord:

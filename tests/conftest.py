@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -52,3 +53,31 @@ def kansli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = Non
     full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
     return subprocess.run([*KANSLI, *args], capture_output=True, text=True, cwd=cwd,
                           env=full_env, timeout=timeout)
+
+
+# -- the demo e-service, for the browser tests ---------------------------------------------------
+
+ESERVICE_USERNAME = "handlaggare"
+ESERVICE_PASSWORD = "kanariefagel-lösen-4417"
+
+
+@pytest.fixture
+def eservice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The demo e-service on a free port with its own database; KANSLI_ESERVICE__* point at it.
+
+    Its password is a canary (so tests can scan every file a run wrote for it); the browser's
+    timeouts are short, so the site's "slow" answers run past them quickly.
+    """
+    from demo.site import RunningSite, SiteConfig
+
+    config = SiteConfig(db_path=tmp_path / "eservice" / "eservice.db", username=ESERVICE_USERNAME,
+                        password=ESERVICE_PASSWORD)
+    with RunningSite(config) as site:
+        monkeypatch.setenv("KANSLI_ESERVICE__URL", site.url)
+        monkeypatch.setenv("KANSLI_ESERVICE__USERNAME", ESERVICE_USERNAME)
+        monkeypatch.setenv("KANSLI_ESERVICE__PASSWORD", ESERVICE_PASSWORD)
+        monkeypatch.setenv("KANSLI_BROWSER__TIMEOUT_MS", "2000")
+        monkeypatch.setenv("KANSLI_BROWSER__NAVIGATION_TIMEOUT_MS", "2000")
+        reset_settings()
+        yield site
+    reset_settings()

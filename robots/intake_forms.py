@@ -1,0 +1,188 @@
+"""Key paper applications from an Excel register into the e-service, one case per row.
+
+Logs in once per browser context, submits each row (step 1 "Sökande", step 2 "Ärende", review,
+"Skicka in"), records the case number, and writes a results workbook: a copy of the register with
+``status``, ``case number`` and ``error`` columns. The e-service's own validation messages become
+business errors; HTTP 5xx answers, timeouts and expired sessions are retried. A row that may already
+have been submitted by an interrupted attempt is first looked up by its reference on the search page,
+so no application is ever submitted twice.
+
+``fast`` fills each step in one browser round trip (firing input/change events, as typing would);
+the default fills field by field through accessible locators, as a person would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from loguru import logger
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from shared.browser import (
+    BrowserPool,
+    FieldValue,
+    Select,
+    click_button,
+    field_errors,
+    goto,
+    open_browser,
+    submit_form,
+)
+from shared.errors import InputError, LoginError
+from shared.excel import Row, read_rows, result_cells, row_key, write_results
+from shared.files import writable_directory
+from shared.items import ItemResult, WorkItem, process_async
+from shared.registry import robot
+from shared.runner import Run, file_batch
+from shared.settings import EServiceSettings
+
+DEFAULT_OUTPUT = Path("var/out/intake_forms")
+RESULT_COLUMNS = ("status", "case number", "error")
+#: Test hook: SIGKILL this process right after the n-th "Skicka in" got its answer.
+KILL_AFTER_SUBMIT_ENV = "KANSLI_TEST_KILL_AFTER_SUBMIT"
+
+
+class Intake(BaseModel):
+    """One row of the register. The e-service validates the values; only the reference is ours."""
+
+    model_config = ConfigDict(coerce_numbers_to_str=True, str_strip_whitespace=True)
+
+    referens: str = Field(alias="Referens", min_length=1)
+    namn: str = Field(default="", alias="Namn")
+    personnummer: str = Field(default="", alias="Personnummer")
+    epost: str = Field(default="", alias="E-post")
+    telefon: str = Field(default="", alias="Telefon")
+    adress: str = Field(default="", alias="Utdelningsadress")
+    postnummer: str = Field(default="", alias="Postnummer")
+    postort: str = Field(default="", alias="Postort")
+    arendetyp: str = Field(default="", alias="Ärendetyp")
+    startdatum: date | str = Field(default="", alias="Startdatum")
+    beskrivning: str = Field(default="", alias="Beskrivning")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def empty_is_blank(cls, value: Any) -> Any:
+        return "" if value is None else value
+
+
+@robot()
+def intake_forms(
+    run: Run,
+    input: Path,
+    output_dir: Path = DEFAULT_OUTPUT,
+    workers: int | None = None,
+    fast: bool = False,
+) -> None:
+    """Submit each application of an Excel register to the e-service and record its case number."""
+    writable_directory(output_dir)
+    rows = list(read_rows(input, Intake))
+    count = max(1, min(workers or run.settings.browser.workers, 16))
+    logger.info("{}: {} rows, {} worker(s), {} fill", input.name, len(rows), count,
+                "fast" if fast else "per-field")
+    results = asyncio.run(submit_all(run, rows, count, fast, file_batch(input)))
+    destination = output_dir / f"{input.stem}-resultat.xlsx"
+    write_results(input, destination, result_cells(results, "case number", "case_number"), RESULT_COLUMNS)
+    logger.info("results in {}", destination)
+
+
+async def submit_all(
+    run: Run, rows: list[Row[Intake]], workers: int, fast: bool, batch: str
+) -> list[ItemResult]:
+    """Open the browser and the logged-in contexts, then submit every row."""
+    eservice = run.settings.eservice
+    base = eservice.url.rstrip("/")
+    submits = _KillSwitch()
+
+    async def submit(item: WorkItem) -> dict[str, str]:
+        row: Row[Intake] = item.data
+        if row.model is None:
+            raise InputError(row.error or f"row {row.number}: invalid")
+        async with pool.session(item) as page:
+            await goto(page, f"{base}/ansokan/steg1")
+            await fill_step(page, applicant(row.model), "Nästa", row.number, fast)
+            await fill_step(page, errand(row.model), "Granska", row.number, fast)
+            await click_button(page, "Skicka in")
+            submits.count()
+            return {"case_number": (await page.locator("#case-number").inner_text()).strip()}
+
+    async def already_submitted(item: WorkItem) -> dict[str, str] | None:
+        row: Row[Intake] = item.data
+        if row.model is None:
+            return None
+        async with pool.session(item) as page:
+            await goto(page, f"{base}/sok?referens={quote(row.model.referens)}")
+            found = [text.strip() for text in await page.locator(".case-number").all_inner_texts()]
+        if len(found) > 1:
+            logger.warning("reference {} has {} cases already", row.model.referens, len(found))
+        return {"case_number": found[0]} if found else None
+
+    async with open_browser(run.settings.browser) as browser, BrowserPool(
+        browser, run.settings.browser, login=lambda page: log_in(page, eservice), size=workers,
+        artifacts_dir=run.artifacts_dir, retry=run.settings.retry,
+    ) as pool:
+        items = (WorkItem(key=row_key(row, "Referens"), data=row, position=row.number) for row in rows)
+        return await process_async(run, items, submit, reconcile=already_submitted, total=len(rows),
+                                   batch=batch, workers=workers)
+
+
+async def log_in(page: Any, eservice: EServiceSettings) -> None:
+    """Log in on the e-service's login page; refused credentials are a :class:`LoginError`."""
+    base = eservice.url.rstrip("/")
+    await goto(page, f"{base}/login")
+    await page.get_by_label("Användarnamn", exact=True).fill(eservice.username)
+    await page.get_by_label("Lösenord", exact=True).fill(eservice.password.get_secret_value())
+    await click_button(page, "Logga in")
+    if "/login" in page.url:
+        raise LoginError(f"the e-service at {base} refused the login of user {eservice.username!r}")
+
+
+async def fill_step(page: Any, values: dict[str, FieldValue], button: str, row: int, fast: bool) -> None:
+    """Fill one step and go on; the e-service's validation errors become an :class:`InputError`."""
+    try:
+        response = await submit_form(page, values, button, fast=fast)
+    except InputError as error:
+        raise InputError(f"row {row}: {error}") from None
+    if response is not None and response.status in (400, 422):
+        errors = await field_errors(page)
+        described = "; ".join(f"{label}: {message}" if label else message
+                              for label, message in errors.items())
+        raise InputError(f"row {row}: {described or f'the e-service refused the step ({response.status})'}")
+
+
+def applicant(intake: Intake) -> dict[str, FieldValue]:
+    """Step 1, "Sökande", by label."""
+    return {
+        "Namn": intake.namn, "Personnummer": intake.personnummer, "E-post": intake.epost,
+        "Telefon": intake.telefon, "Utdelningsadress": intake.adress,
+        "Postnummer": intake.postnummer, "Postort": intake.postort,
+    }
+
+
+def errand(intake: Intake) -> dict[str, FieldValue]:
+    """Step 2, "Ärende", by label (the attestation is checked: the paper form is signed)."""
+    start = intake.startdatum
+    return {
+        "Ärendetyp": Select(intake.arendetyp),
+        "Önskat startdatum": start.date() if isinstance(start, datetime) else start,
+        "Beskrivning": intake.beskrivning, "Er referens": intake.referens,
+        "Jag intygar att uppgifterna är riktiga": True,
+    }
+
+
+class _KillSwitch:
+    """The crash test's hook (``KANSLI_TEST_KILL_AFTER_SUBMIT=n``); does nothing when unset."""
+
+    def __init__(self) -> None:
+        self.limit = int(os.environ.get(KILL_AFTER_SUBMIT_ENV, "0") or 0)
+        self.submits = 0
+
+    def count(self) -> None:
+        self.submits += 1
+        if self.limit and self.submits >= self.limit:
+            os.kill(os.getpid(), signal.SIGKILL)
