@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import zipfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -55,6 +56,7 @@ from shared.errors import (
     TargetUnavailableError,
     is_retryable,
 )
+from shared.files import atomic_path
 from shared.items import WorkItem
 from shared.redaction import redact
 from shared.settings import BrowserSettings, RetrySettings
@@ -529,6 +531,45 @@ async def _quietly(step: Awaitable[Any]) -> None:
         logger.debug("could not save evidence: {}", redact(str(error).splitlines()[0] if str(error) else ""))
 
 
+#: Marks password fields, and fields and text that look like identity numbers, for masking.
+_MARK_SENSITIVE = """(pattern) => {
+  const looks = new RegExp(pattern);
+  for (const field of document.querySelectorAll("input, textarea, select")) {
+    if (field.type === "password" || looks.test(field.value || "")) field.dataset.kansliMask = "";
+  }
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  while (walker.nextNode()) {
+    const node = walker.currentNode;
+    if (looks.test(node.textContent || "") && node.parentElement) node.parentElement.dataset.kansliMask = "";
+  }
+}"""
+_IDENTITY_LIKE = r"(^|\D)((19|20)?\d{6}[-+]?\d{4})(\D|$)"
+
+
+async def _mark_sensitive(page: Page) -> list[Locator]:
+    """Locators to black out in a screenshot: secrets and anything shaped like a personnummer."""
+    try:
+        await page.evaluate(_MARK_SENSITIVE, _IDENTITY_LIKE)
+    except PlaywrightError:
+        return []
+    return [page.locator("[data-kansli-mask]")]
+
+
+def redact_zip(path: Path) -> None:
+    """Rewrite a zip (a Playwright trace) with every text member passed through the redaction."""
+    with atomic_path(path) as temporary:
+        with zipfile.ZipFile(path) as source, zipfile.ZipFile(
+            temporary, "w", zipfile.ZIP_DEFLATED
+        ) as target:
+            for info in source.infolist():
+                data = source.read(info)
+                try:
+                    data = redact(data.decode("utf-8")).encode("utf-8")
+                except UnicodeDecodeError:
+                    pass  # images and other binary resources
+                target.writestr(info, data)
+
+
 def evidence_name(item: WorkItem) -> str:
     """``<key>-attempt<N>``, made safe for a file name."""
     safe = re.sub(r"[^\w.-]+", "_", item.key)[:80] or "item"
@@ -541,9 +582,13 @@ async def save_evidence(session: BrowserSession, item: WorkItem, artifacts_dir: 
     base = evidence_name(item)
     screenshot = artifacts_dir / f"{base}.png"
     trace = artifacts_dir / f"{base}-trace.zip"
-    await _quietly(session.page.screenshot(path=screenshot, full_page=True, timeout=5000))
+    masked = await _mark_sensitive(session.page)
+    await _quietly(session.page.screenshot(path=screenshot, full_page=True, timeout=5000,
+                                           mask=masked, mask_color="#1d2430"))
     if session.tracing:
         await _quietly(session.context.tracing.stop_chunk(path=trace))
+        if trace.is_file():
+            redact_zip(trace)
     for path in (screenshot, trace):
         if path.is_file():
             item.artifacts.append(f"{artifacts_dir.name}/{path.name}")

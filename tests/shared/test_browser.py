@@ -129,6 +129,7 @@ def test_failed_item_leaves_a_screenshot_and_a_trace_without_the_password(
             async with pool.session(item) as page:
                 await goto(page, f"{settings.eservice.url}/ansokan/steg1")
                 await page.get_by_label("Namn", exact=True).fill("Åsa")
+                await page.get_by_label("Personnummer", exact=True).fill("19811218-9876")
                 await page.get_by_label("Finns inte").fill("x", timeout=300)
 
     with_pool(settings, body, artifacts)
@@ -142,8 +143,10 @@ def test_failed_item_leaves_a_screenshot_and_a_trace_without_the_password(
         assert any(name.endswith(".trace") for name in names), names
         content = b"".join(trace.read(name) for name in names)
     assert b"Finns inte" in content  # the failing action is in the trace
-    for needle in (ESERVICE_PASSWORD.encode(), ESERVICE_PASSWORD.encode("unicode_escape")):
+    for needle in (ESERVICE_PASSWORD.encode(), ESERVICE_PASSWORD.encode("unicode_escape"),
+                   b"19811218-9876", b"811218-9876"):
         assert needle not in content and needle not in screenshot
+    assert b"******-****" in content, "the personnummer typed was not masked in the trace"
 
 
 FORM = """<form><label for=n>Namn</label><input id=n>
