@@ -14,6 +14,9 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
+from shared.cli_audit import audit_app
+from shared.cli_schedules import schedules_app
+
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -341,6 +344,37 @@ def logs_command(
     stream_text(path, sys.stdout)
 
 
+@app.command("report")
+def report_command(
+    run_id: Annotated[str, typer.Argument(help="The run id (or a unique prefix).")],
+    open_it: Annotated[bool, typer.Option("--open", help="Open the report in a web browser.")] = False,
+) -> None:
+    """Write a run's HTML report (report.html in its folder) and print its path."""
+    from shared.report import write_report
+
+    runner = _runner()
+    record = _find_run(runner, run_id)
+    path = write_report(runner.store, record.run_id)
+    console().print(str(path), highlight=False, soft_wrap=True)
+    if open_it:
+        import webbrowser
+
+        webbrowser.open(path.resolve().as_uri())
+
+
+@app.command("cleanup")
+def cleanup_command(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say what would be deleted.")] = False,
+) -> None:
+    """Delete run folders and logs older than the retention settings (audit files are exempt)."""
+    from shared.retention import apply_retention
+
+    report = apply_retention(settings(), dry_run=dry_run)
+    for path in [*report.run_folders, *report.log_files, *report.audit_files]:
+        console().print(("would delete " if dry_run else "deleted ") + str(path), highlight=False)
+    console().print(("Would delete: " if dry_run else "Deleted: ") + report.summary(), highlight=False)
+
+
 # -- configuration --------------------------------------------------------------------------------
 
 
@@ -385,6 +419,73 @@ def doctor_command() -> None:
             console().print(f"      fix: {check.fix}", highlight=False)
     if not all(check.ok for check in checks):
         raise typer.Exit(4)
+
+
+app.add_typer(schedules_app, name="schedules")
+app.add_typer(audit_app, name="audit")
+
+
+@app.command("scheduler")
+def scheduler_command(
+    keep_going: Annotated[
+        bool, typer.Option("--keep-going", help="Load the valid schedules; report broken ones.")
+    ] = False,
+    stop_grace: Annotated[
+        float, typer.Option(help="On SIGTERM, seconds to wait for running runs before stopping them.")
+    ] = 60.0,
+    log_level: Annotated[str, typer.Option(help="The daemon's log level.")] = "INFO",
+) -> None:
+    """Run the scheduler daemon: start robots on their schedules until SIGTERM (see docs/operations.md)."""
+    from shared.errors import KansliError
+    from shared.scheduler import DaemonOptions, run_daemon
+
+    try:
+        options = DaemonOptions(keep_going=keep_going, stop_grace=stop_grace, log_level=log_level)
+        code = run_daemon(settings(), options)
+    except KansliError as error:
+        fail(str(error), error.exit_code)
+    raise typer.Exit(code)
+
+
+@app.command("demo-site")
+def demo_site_command(
+    port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).")] = 8765,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    faults: Annotated[
+        str, typer.Option(help="Faults, e.g. error_rate=0.1,slow_rate=0.05,slow_seconds=3,expire_after=20.")
+    ] = "",
+    seed: Annotated[int, typer.Option(help="Seed of the fault dice.")] = 0,
+    db: Annotated[Path, typer.Option(help="SQLite file of the cases.")] = Path("var/demo-site/eservice.db"),
+) -> None:
+    """Run the demo e-service until Ctrl-C; its user and password are KANSLI_ESERVICE__USERNAME/PASSWORD."""
+    import signal
+
+    from demo.site.app import SiteConfig
+    from demo.site.faults import FaultConfig
+    from demo.site.server import serve
+
+    loaded = settings()
+    try:
+        fault_config = FaultConfig.parse(faults)
+    except ValueError as error:
+        fail(f"--faults: {error}", 2)
+    config = SiteConfig(db_path=db, username=loaded.eservice.username,
+                        password=loaded.eservice.password.get_secret_value(), faults=fault_config, seed=seed)
+
+    def ready(url: str) -> None:
+        sys.stdout.write(f"Demo e-service ready at {url}\n")
+        sys.stdout.flush()
+
+    def stop(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        serve(config, host, port, ready=ready)
+    except KeyboardInterrupt:
+        pass
+    except OSError as error:
+        fail(f"the demo e-service could not listen on {host}:{port}: {error}", 1)
 
 
 def main() -> None:

@@ -1,0 +1,842 @@
+"""The scheduler daemon (``kansli scheduler``): runs robots on the schedules of ``schedules/*.toml``.
+
+* APScheduler 3.11 ``BlockingScheduler`` with a SQLAlchemy job store (table ``kansli_scheduler_jobs``)
+  on the Kansli database. Job ids are the schedule ids; the job only carries the id and the
+  schedule is looked up at fire time. Jobs are synced from the files at start and on SIGHUP.
+* Each run is a subprocess ``python -m shared.cli run ROBOT --param k=v ... --trigger
+  schedule:<id> --run-id <id>`` in its own session, so a crashing robot never takes the daemon
+  down. A timeout kills the run's whole process tree and records ``timeout``.
+* ``max_instances=1`` and a per-schedule lock in the daemon, plus the runner's per-robot lock: runs
+  never overlap; a refused run is recorded ``skipped``.
+* Misfires within the grace are coalesced into one run; a run missed by more is recorded ``missed``.
+* SIGTERM/SIGINT: no new runs, wait ``stop_grace`` for running ones, then stop them (recorded
+  ``cancelled``), exit 0. SIGHUP: re-read the schedule files.
+* A heartbeat lease in ``kansli_meta`` tells the CLI whether a daemon runs and keeps a second daemon
+  on the same database from starting.
+* Operator requests (trigger, pause, resume) arrive through ``kansli_schedule_requests``, polled
+  every half second.
+
+Every operator action and daemon event goes through :func:`record_action`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import FrameType
+from typing import IO, Any
+
+import psutil
+import sqlalchemy as sa
+from apscheduler.events import (
+    EVENT_JOB_ERROR,
+    EVENT_JOB_MAX_INSTANCES,
+    EVENT_JOB_MISSED,
+    EVENT_SCHEDULER_STARTED,
+    JobExecutionEvent,
+    JobSubmissionEvent,
+    SchedulerEvent,
+)
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.job import Job
+from apscheduler.jobstores.base import JobLookupError
+from apscheduler.jobstores.memory import MemoryJobStore
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers import SchedulerNotRunningError
+from apscheduler.schedulers.blocking import BlockingScheduler
+from loguru import logger
+
+from shared.errors import AlreadyRunningError, ConfigError, KansliError
+from shared.notify import notify_run
+from shared.redaction import redact, redact_value
+from shared.registry import discover
+from shared.runner import Runner, current_actor, new_run_id
+from shared.schedules import LoadedSchedules, Schedule, format_duration, load_schedules, require_valid
+from shared.settings import Settings
+from shared.store import (
+    RunRecord,
+    Store,
+    add_operator_action,
+    claim_meta_lease,
+    delete_schedule_states,
+    finish_schedule_request,
+    load_schedule_states,
+    pending_schedule_requests,
+    release_meta_lease,
+    renew_meta_lease,
+    save_schedule_states,
+    utcnow,
+)
+
+JOBS_TABLE = "kansli_scheduler_jobs"
+LEASE_NAME = "scheduler.daemon"
+HEARTBEAT_INTERVAL = 1.0
+HEARTBEAT_STALE = 15.0
+CONTROL_INTERVAL = 0.5
+RETRY_STATUSES = ("failed", "interrupted")
+STDERR_TAIL = 2000
+
+_active_daemon: Daemon | None = None
+
+
+# -- the one place operator actions and daemon events are recorded ---------------------------------
+
+
+def record_action(
+    store: Store,
+    action: str,
+    schedule_id: str | None = None,
+    details: dict[str, Any] | None = None,
+    actor: str | None = None,
+) -> None:
+    """Record an operator action or daemon event (who, when, what) in ``kansli_operator_actions``.
+
+    Actions: ``schedule.pause``, ``schedule.resume``, ``schedule.trigger``, ``daemon.start``,
+    ``daemon.stop``, ``daemon.sync``. The details are redacted before they are stored.
+    """
+    who = actor or current_actor()
+    safe = redact_value(details or {})
+    add_operator_action(store, who, action, schedule_id, safe)
+    logger.debug("action {} on {} by {}: {}", action, schedule_id or "-", who, safe)
+    _audit_action(action, schedule_id, safe, who)
+
+
+#: Operator actions and daemon events as the audit trail names them.
+AUDIT_EVENTS = {
+    "schedule.pause": "schedule.paused", "schedule.resume": "schedule.resumed",
+    "schedule.trigger": "run.triggered", "daemon.start": "daemon.started",
+    "daemon.stop": "daemon.stopped", "daemon.sync": "schedule.synced",
+}
+
+
+def _audit_action(action: str, schedule_id: str | None, details: Any, actor: str) -> None:
+    """The same action in the audit trail; a failure to write it is logged, never fatal here."""
+    from shared.audit import AuditLog
+    from shared.settings import get_settings
+
+    try:
+        AuditLog.from_settings(get_settings()).append(
+            AUDIT_EVENTS.get(action, action), actor=actor,
+            data={"schedule": schedule_id, **(details if isinstance(details, dict) else {})},
+        )
+    except KansliError as error:
+        logger.error("could not write {} to the audit trail: {}", action, error)
+
+
+# -- daemon status, as the CLI sees it ---------------------------------------------------------------
+
+
+@dataclass
+class DaemonStatus:
+    """The daemon holding the lease of a database, if any."""
+
+    pid: int
+    host: str
+    started_at: str
+    heartbeat_at: str
+    alive: bool
+
+    def describe(self) -> str:
+        state = "running" if self.alive else "not running (stale heartbeat)"
+        return f"{state}: pid {self.pid} on {self.host}, started {self.started_at[:19]}, " \
+               f"heartbeat {_age(self.heartbeat_at):.0f}s ago"
+
+
+def _age(stamp: str) -> float:
+    return (datetime.now(UTC) - datetime.fromisoformat(stamp)).total_seconds()
+
+
+def _holder_alive(value: str, updated_at: str, stale_after: float = HEARTBEAT_STALE) -> bool:
+    try:
+        owner = json.loads(value)
+    except json.JSONDecodeError:
+        return False
+    if _age(updated_at) > stale_after:
+        return False
+    if owner.get("host") == socket.gethostname():
+        return _pid_alive(int(owner.get("pid", 0)))
+    return True
+
+
+def daemon_status(store: Store) -> DaemonStatus | None:
+    """The daemon recorded in the database (alive or stale), or None."""
+    row = store.get_meta(LEASE_NAME)
+    if row is None:
+        return None
+    value, updated_at = row
+    try:
+        owner = json.loads(value)
+    except json.JSONDecodeError:
+        return None
+    return DaemonStatus(pid=int(owner.get("pid", 0)), host=str(owner.get("host", "?")),
+                        started_at=str(owner.get("started_at", "")), heartbeat_at=updated_at,
+                        alive=_holder_alive(value, updated_at))
+
+
+def next_run_times(store: Store) -> dict[str, datetime | None]:
+    """Next fire time of each job in the job store (None: paused); empty before the first sync."""
+    table = sa.table(JOBS_TABLE, sa.column("id"), sa.column("next_run_time"))
+    try:
+        with store.engine.connect() as connection:
+            rows = connection.execute(sa.select(table.c.id, table.c.next_run_time)).all()
+    except sa.exc.SQLAlchemyError:
+        return {}
+    return {
+        row.id: None if row.next_run_time is None else datetime.fromtimestamp(row.next_run_time, UTC)
+        for row in rows
+    }
+
+
+# -- job functions (module level: the SQLAlchemy job store pickles references to them) -----------
+
+
+def fire_schedule(schedule_id: str) -> None:
+    """The job of every schedule: start a run of it in the active daemon."""
+    daemon = _active_daemon
+    if daemon is None:
+        logger.error("schedule {} fired outside a daemon; ignored", schedule_id)
+        return
+    daemon.fire(schedule_id)
+
+
+def fire_requested(schedule_id: str, request_id: int) -> None:
+    """A run an operator asked for (``kansli schedules trigger``)."""
+    daemon = _active_daemon
+    if daemon is not None:
+        daemon.fire(schedule_id, request_id=request_id)
+
+
+def control_tick() -> None:
+    """Heartbeat, SIGHUP syncs and operator requests, every half second."""
+    daemon = _active_daemon
+    if daemon is not None:
+        daemon.control_tick()
+
+
+class PlannedTimeExecutor(ThreadPoolExecutor):
+    """A thread pool that remembers each job's planned run time, for the job to read."""
+
+    def __init__(self, max_workers: int = 10) -> None:
+        super().__init__(max_workers)
+        self.planned: dict[str, datetime] = {}
+
+    def _do_submit_job(self, job: Job, run_times: list[datetime]) -> None:
+        self.planned[job.id] = run_times[-1]
+        super()._do_submit_job(job, run_times)
+
+
+# -- processes ----------------------------------------------------------------------------------------
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _living(processes: list[psutil.Process]) -> list[psutil.Process]:
+    alive = []
+    for process in processes:
+        try:
+            if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                alive.append(process)
+        except psutil.Error:
+            continue
+    return alive
+
+
+def _signal_all(processes: list[psutil.Process], pgid: int, sig: signal.Signals) -> None:
+    for process in processes:
+        try:
+            process.send_signal(sig)
+        except psutil.Error:
+            continue
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _wait_gone(processes: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    deadline = time.monotonic() + timeout
+    alive = _living(processes)
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.05)
+        alive = _living(alive)
+    return alive
+
+
+def kill_process_tree(pid: int, grace: float) -> int:
+    """SIGTERM a process, its descendants and its process group; SIGKILL what is left after ``grace``.
+
+    Returns how many processes were found. Zombies count as gone.
+    """
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    _signal_all(processes, pid, signal.SIGTERM)
+    alive = _wait_gone(processes, grace)
+    if alive:
+        _signal_all(alive, pid, signal.SIGKILL)
+        _wait_gone(alive, grace)
+    return len(processes)
+
+
+def run_command(schedule: Schedule, run_id: str) -> list[str]:
+    """The ``kansli run`` command line of one run of ``schedule``."""
+    command = [sys.executable, "-m", "shared.cli", "run", schedule.robot, "--json",
+               "--trigger", f"schedule:{schedule.id}", "--run-id", run_id]
+    for key, value in schedule.params.items():
+        command += ["--param", f"{key}={_param_text(value)}"]
+    return command
+
+
+def _param_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | dict):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+@dataclass
+class ChildRun:
+    """A run the daemon started (or adopted after a restart) and watches."""
+
+    run_id: str
+    schedule: Schedule
+    pid: int
+    started: float
+    process: subprocess.Popen[bytes] | None = None
+    stderr: IO[bytes] | None = None
+
+    def exited(self, wait: float) -> bool:
+        if self.process is not None:
+            try:
+                self.process.wait(timeout=wait)
+                return True
+            except subprocess.TimeoutExpired:
+                return False
+        time.sleep(wait)
+        return not _pid_alive(self.pid)
+
+    def stderr_tail(self) -> str:
+        if self.stderr is None:
+            return ""
+        self.stderr.seek(0, os.SEEK_END)
+        self.stderr.seek(max(0, self.stderr.tell() - STDERR_TAIL))
+        return redact(self.stderr.read().decode("utf-8", "replace")).strip()
+
+
+# -- the daemon ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class DaemonOptions:
+    keep_going: bool = False
+    stop_grace: float = 60.0
+    kill_grace: float = 5.0
+    max_workers: int = 20
+    log_level: str = "INFO"
+
+
+@dataclass
+class SyncChanges:
+    added: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    paused: list[str] = field(default_factory=list)
+    resumed: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, list[str]]:
+        return {name: value for name, value in self.__dict__.items() if value}
+
+
+class Daemon:
+    """One scheduler daemon process."""
+
+    def __init__(self, settings: Settings, store: Store, options: DaemonOptions | None = None) -> None:
+        self.settings = settings
+        self.store = store
+        self.options = options or DaemonOptions()
+        self.schedules: dict[str, Schedule] = {}
+        self.owner = json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                 "started_at": utcnow()})
+        self.executor = PlannedTimeExecutor(self.options.max_workers)
+        self.scheduler = self._build_scheduler()
+        self.children: dict[str, ChildRun] = {}
+        self._children_lock = threading.Lock()
+        self._schedule_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+        self._stop_event = threading.Event()
+        self._ready = threading.Event()  # the scheduler runs, or will never run: a stop may proceed
+        self._stop_deadline: float | None = None
+        self._sync_requested = False
+        self._last_heartbeat = 0.0
+
+    # -- setup ------------------------------------------------------------------------------------
+
+    def _build_scheduler(self) -> BlockingScheduler:
+        scheduler = BlockingScheduler(
+            jobstores={"default": SQLAlchemyJobStore(engine=self.store.engine, tablename=JOBS_TABLE),
+                       "control": MemoryJobStore()},
+            executors={"default": self.executor, "control": ThreadPoolExecutor(2)},
+            job_defaults={"coalesce": True, "max_instances": 1},
+            timezone=UTC,
+        )
+        scheduler.add_listener(self._on_started, EVENT_SCHEDULER_STARTED)
+        scheduler.add_listener(self._on_missed, EVENT_JOB_MISSED)
+        scheduler.add_listener(self._on_max_instances, EVENT_JOB_MAX_INSTANCES)
+        scheduler.add_listener(self._on_error, EVENT_JOB_ERROR)
+        return scheduler
+
+    def load(self, *, initial: bool) -> LoadedSchedules | None:
+        """Read the schedule files; broken files refuse the start (or a SIGHUP) unless keep-going."""
+        loaded = load_schedules(self.settings.schedules_dir, discover(self.settings.robots_package))
+        for problem in loaded.problems:
+            logger.error("{}", problem)
+        if loaded.problems and not self.options.keep_going:
+            if initial:
+                require_valid(loaded)
+            logger.error("schedule files not applied: fix them (kansli schedules validate)")
+            return None
+        return loaded
+
+    def claim(self) -> None:
+        """Take the daemon lease of the database, or refuse (another daemon is alive)."""
+        holder = claim_meta_lease(self.store, LEASE_NAME, self.owner, _holder_alive)
+        if holder is not None:
+            status = daemon_status(self.store)
+            where = status.describe() if status else "another daemon"
+            raise AlreadyRunningError(
+                f"a scheduler daemon already runs on this database ({where}); not starting a second"
+            )
+
+    def run(self) -> int:
+        """Validate, claim, recover, then schedule until SIGTERM. Returns the exit code."""
+        global _active_daemon
+        self._install_signals()
+        try:
+            loaded = self.load(initial=True)
+            assert loaded is not None
+            self.claim()
+        except BaseException:
+            self._ready.set()
+            raise
+        _active_daemon = self
+        try:
+            self.schedules = loaded.by_id()
+            reaped, adopted = self._recover()
+            record_action(self.store, "daemon.start", details={
+                "pid": os.getpid(), "schedules": len(self.schedules), "reaped": reaped,
+                "adopted": adopted, "problems": [str(problem) for problem in loaded.problems]})
+            if self._stop_event.is_set():  # stopped while starting up
+                self._ready.set()
+            else:
+                self.scheduler.start()  # blocks until a stop
+            record_action(self.store, "daemon.stop", details={"pid": os.getpid()})
+        finally:
+            self._ready.set()
+            _active_daemon = None
+            release_meta_lease(self.store, LEASE_NAME, self.owner)
+        logger.info("scheduler stopped")
+        return 0
+
+    def _recover(self) -> tuple[int, list[str]]:
+        """Close runs whose process is gone as interrupted; adopt scheduled runs that survived."""
+        reaped = Runner(self.settings, self.store).reap_interrupted()
+        if reaped:
+            logger.warning("closed {} run(s) whose process had ended as interrupted", reaped)
+        for request in pending_schedule_requests(self.store):
+            finish_schedule_request(self.store, request.request_id,
+                                    "ignored: queued while no daemon was running")
+        host = socket.gethostname()
+        adopted = []
+        for record in self.store.list_runs(status="running", limit=1000):
+            schedule = self.schedules.get(record.trigger.removeprefix("schedule:"))
+            if schedule and record.actor.endswith(f"@{host}") and _pid_alive(record.pid):
+                adopted.append(record.run_id)
+                self._adopt(record, schedule)
+        return reaped, adopted
+
+    def _adopt(self, record: RunRecord, schedule: Schedule) -> None:
+        assert record.pid is not None
+        age = _age(record.started_at)
+        child = ChildRun(record.run_id, schedule, record.pid, time.monotonic() - age)
+        logger.warning("run {} of schedule {} survived the previous daemon; watching it",
+                       record.run_id, schedule.id)
+        with self._children_lock:
+            self.children[child.run_id] = child
+        threading.Thread(target=self._watch_adopted, args=(child,), daemon=True,
+                         name=f"adopted-{child.run_id}").start()
+
+    def _watch_adopted(self, child: ChildRun) -> None:
+        try:
+            self._supervise(child)
+            Runner(self.settings, self.store).reap_interrupted(child.schedule.robot)
+        finally:
+            with self._children_lock:
+                self.children.pop(child.run_id, None)
+
+    def _install_signals(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_stop_signal)
+        signal.signal(signal.SIGINT, self._on_stop_signal)
+        signal.signal(signal.SIGHUP, self._on_hup)
+
+    def _on_hup(self, _signum: int, _frame: FrameType | None) -> None:
+        self._sync_requested = True
+
+    def _on_stop_signal(self, signum: int, _frame: FrameType | None) -> None:
+        if self._stop_event.is_set():
+            return
+        self._stop_event.set()
+        threading.Thread(target=self._graceful_stop, args=(signal.Signals(signum).name,),
+                         name="kansli-stop", daemon=True).start()
+
+    # -- listeners ------------------------------------------------------------------------------
+
+    def _on_started(self, _event: SchedulerEvent) -> None:
+        """Runs in the main thread inside ``start()``, before the first jobs are processed."""
+        try:
+            self.sync(self.schedules)
+        except Exception as error:  # noqa: BLE001 - a sync failure must stop the daemon cleanly
+            logger.opt(exception=error).error("first sync failed; stopping")
+            if not self._stop_event.is_set():
+                self._stop_event.set()
+                threading.Thread(target=self._graceful_stop, args=("sync failure",)).start()
+            self._ready.set()
+            return
+        self.scheduler.add_job(control_tick, "interval", seconds=CONTROL_INTERVAL, id="kansli-control",
+                               jobstore="control", executor="control", misfire_grace_time=None)
+        logger.info("scheduler started with {} schedule(s) from {}", len(self.schedules),
+                    self.settings.schedules_dir)
+        self._ready.set()
+
+    def _on_missed(self, event: JobExecutionEvent) -> None:
+        schedule = self.schedules.get(event.job_id)
+        if schedule is None:
+            return
+        planned = event.scheduled_run_time.astimezone(UTC)
+        late = (datetime.now(UTC) - planned).total_seconds()
+        reason = (f"planned for {planned.isoformat(timespec='seconds')}, missed by "
+                  f"{format_duration(late)} (more than the misfire grace "
+                  f"{format_duration(schedule.misfire_grace)}); not started")
+        record = self._record_without_run(schedule, "missed", reason,
+                                          planned.isoformat(timespec="microseconds"))
+        logger.warning("schedule {}: {}", schedule.id, reason)
+        self._notify(schedule, record)
+
+    def _on_max_instances(self, event: JobSubmissionEvent) -> None:
+        schedule = self.schedules.get(event.job_id)
+        if schedule is not None and not self._stop_event.is_set():
+            self._record_without_run(schedule, "skipped",
+                                     f"schedule {schedule.id}: the previous run is still running; "
+                                     "this run was not started")
+
+    def _on_error(self, event: JobExecutionEvent) -> None:
+        logger.error("job {} failed in the daemon: {}", event.job_id, redact(str(event.exception)))
+
+    def _record_without_run(
+        self, schedule: Schedule, status: str, reason: str, started_at: str | None = None
+    ) -> RunRecord:
+        now = utcnow()
+        record = RunRecord(
+            run_id=new_run_id(), robot=schedule.robot, params=redact_value(schedule.params),
+            trigger=f"schedule:{schedule.id}", actor=current_actor(), status=status,
+            started_at=started_at or now, finished_at=now, error=reason,
+        )
+        self.store.create_run(record)
+        return record
+
+    # -- sync -------------------------------------------------------------------------------------
+
+    def sync(self, schedules: dict[str, Schedule]) -> SyncChanges:
+        """Make the job store match ``schedules``: add, reschedule, remove; apply paused states."""
+        self.schedules = schedules
+        states = load_schedule_states(self.store)
+        jobs = {job.id: job for job in self.scheduler.get_jobs(jobstore="default")}
+        changes = SyncChanges()
+        wanted = {key: value for key, value in schedules.items() if value.enabled}
+        for schedule in wanted.values():
+            state = states.get(schedule.id)
+            job = jobs.get(schedule.id)
+            job = self._sync_job(schedule, job, state.fingerprint if state else None, changes)
+            if job is not None:
+                self._apply_pause(job, bool(state and state.paused), changes)
+        for job_id in set(jobs) - set(wanted):
+            self.scheduler.remove_job(job_id, jobstore="default")
+            changes.removed.append(job_id)
+        save_schedule_states(self.store, [(s.id, s.robot, s.fingerprint()) for s in schedules.values()])
+        delete_schedule_states(self.store, [key for key in states if key not in schedules])
+        if changes.as_dict():
+            record_action(self.store, "daemon.sync", details=changes.as_dict())
+            logger.info("synced schedules: {}", {k: len(v) for k, v in changes.as_dict().items()})
+        return changes
+
+    def _sync_job(
+        self, schedule: Schedule, job: Job | None, fingerprint: str | None, changes: SyncChanges
+    ) -> Job | None:
+        """Add or reschedule the job of ``schedule``; None when there is none to have.
+
+        A one-off (``at``) schedule fires once: when its job is gone and it was synced before, it
+        ran or was recorded missed. New or changed, a past ``at`` is added and the misfire grace
+        decides (run late, or record ``missed``).
+        """
+        unchanged = fingerprint == schedule.fingerprint()
+        if job is not None and unchanged:
+            return job
+        if job is None and unchanged and schedule.is_past():
+            return None
+        grace = int(max(1, schedule.misfire_grace))
+        if job is None:
+            changes.added.append(schedule.id)
+            return self.scheduler.add_job(
+                fire_schedule, schedule.trigger(), args=[schedule.id], id=schedule.id,
+                name=schedule.id, jobstore="default", executor="default",
+                misfire_grace_time=grace, replace_existing=True,
+            )
+        changes.changed.append(schedule.id)
+        self.scheduler.modify_job(schedule.id, "default", misfire_grace_time=grace)
+        return self.scheduler.reschedule_job(schedule.id, "default", trigger=schedule.trigger())
+
+    def _apply_pause(self, job: Job, paused: bool, changes: SyncChanges) -> None:
+        if paused and job.next_run_time is not None:
+            self.scheduler.pause_job(job.id, "default")
+            changes.paused.append(job.id)
+        elif not paused and job.next_run_time is None:
+            try:
+                self.scheduler.resume_job(job.id, "default")
+            except JobLookupError:
+                pass  # a one-off (at) schedule whose time has passed ends on resume
+            changes.resumed.append(job.id)
+
+    # -- control loop -------------------------------------------------------------------------------
+
+    def control_tick(self) -> None:
+        if self._stop_event.is_set():
+            return
+        now = time.monotonic()
+        if now - self._last_heartbeat >= HEARTBEAT_INTERVAL:
+            self._last_heartbeat = now
+            if not renew_meta_lease(self.store, LEASE_NAME, self.owner):
+                logger.error("another daemon took over the lease of this database")
+        if self._sync_requested:
+            self._sync_requested = False
+            self._resync()
+        for request in pending_schedule_requests(self.store):
+            self._handle_request(request.request_id, request.schedule_id, request.action)
+
+    def _resync(self) -> None:
+        logger.info("SIGHUP: re-reading the schedule files")
+        loaded = self.load(initial=False)
+        if loaded is not None:
+            with self.scheduler._jobstores_lock:  # no job processing while the jobs change
+                self.sync(loaded.by_id())
+
+    def _handle_request(self, request_id: int, schedule_id: str, action: str) -> None:
+        if action in ("pause", "resume"):
+            self._resync_pause(schedule_id)
+            finish_schedule_request(self.store, request_id, f"{action}d")
+            return
+        if action != "trigger" or schedule_id not in self.schedules:
+            finish_schedule_request(self.store, request_id,
+                                    f"refused: unknown schedule {schedule_id!r} or action {action!r}")
+            return
+        self.scheduler.add_job(fire_requested, args=[schedule_id, request_id],
+                               id=f"request-{request_id}", jobstore="control", executor="default",
+                               misfire_grace_time=None)
+        finish_schedule_request(self.store, request_id, "accepted")
+
+    def _resync_pause(self, schedule_id: str) -> None:
+        state = load_schedule_states(self.store).get(schedule_id)
+        job = self.scheduler.get_job(schedule_id, "default")
+        if job is not None:
+            changes = SyncChanges()
+            self._apply_pause(job, bool(state and state.paused), changes)
+            logger.info("schedule {}: {}", schedule_id, "paused" if changes.paused else "resumed")
+
+    # -- runs ---------------------------------------------------------------------------------------
+
+    def fire(self, schedule_id: str, request_id: int | None = None) -> None:
+        """Start a run of ``schedule_id`` (a fire or an operator's request), with its retries."""
+        planned = self.executor.planned.pop(schedule_id, None) if request_id is None else None
+        schedule = self.schedules.get(schedule_id)
+        if schedule is None or self._stop_event.is_set():
+            logger.warning("schedule {}: not started (removed, or the daemon is stopping)", schedule_id)
+            return
+        lock = self._schedule_locks[schedule_id]
+        if not lock.acquire(blocking=False):
+            self._record_without_run(schedule, "skipped", f"schedule {schedule_id}: a run of it is "
+                                     "still in progress; this run was not started")
+            return
+        try:
+            record = self._run_with_retries(schedule, planned, request_id)
+        finally:
+            lock.release()
+        if record is not None:
+            self._notify(schedule, record)
+
+    def _run_with_retries(
+        self, schedule: Schedule, planned: datetime | None, request_id: int | None
+    ) -> RunRecord | None:
+        attempt = 0
+        while True:
+            record = self._run_once(schedule, planned, request_id if attempt == 0 else None)
+            if (record is None or record.status not in RETRY_STATUSES or attempt >= schedule.retries
+                    or self._stop_event.is_set()):
+                return record
+            attempt += 1
+            delay = schedule.retry_backoff * 2 ** (attempt - 1)
+            logger.warning("schedule {}: run {} {}; retry {}/{} in {}", schedule.id, record.run_id,
+                           record.status, attempt, schedule.retries, format_duration(delay))
+            if self._stop_event.wait(delay):
+                return record
+            planned = None
+
+    def _run_once(
+        self, schedule: Schedule, planned: datetime | None, request_id: int | None
+    ) -> RunRecord | None:
+        run_id = new_run_id()
+        child = self._spawn(schedule, run_id)
+        late = (datetime.now(UTC) - planned).total_seconds() * 1000 if planned else 0.0
+        logger.info("schedule {}: run {} started, pid {}, planned {}, late by {:.1f} ms", schedule.id,
+                    run_id, child.pid, planned.isoformat() if planned else "now (request)", late)
+        if request_id is not None:
+            record_action(self.store, "schedule.trigger.started", schedule.id,
+                          {"request_id": request_id, "run_id": run_id})
+        try:
+            self._supervise(child)
+            return self._closed_record(child)
+        finally:
+            with self._children_lock:
+                self.children.pop(run_id, None)
+            if child.stderr is not None:
+                child.stderr.close()
+
+    def _spawn(self, schedule: Schedule, run_id: str) -> ChildRun:
+        stderr = tempfile.TemporaryFile()
+        process = subprocess.Popen(run_command(schedule, run_id), stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
+        child = ChildRun(run_id, schedule, process.pid, time.monotonic(), process, stderr)
+        with self._children_lock:
+            self.children[run_id] = child
+        return child
+
+    def _supervise(self, child: ChildRun) -> None:
+        """Wait for the run to end; kill it on its timeout or after the stop grace."""
+        timeout = child.schedule.timeout
+        while not child.exited(0.1):
+            if timeout and time.monotonic() - child.started >= timeout:
+                self._kill(child, "timeout", f"timed out after {format_duration(timeout)}; its "
+                           "processes were killed")
+                return
+            deadline = self._stop_deadline
+            if deadline is not None and time.monotonic() >= deadline:
+                self._kill(child, "cancelled", "stopped with the scheduler daemon after the stop "
+                           f"grace of {format_duration(self.options.stop_grace)}")
+                return
+
+    def _kill(self, child: ChildRun, status: str, reason: str) -> None:
+        count = kill_process_tree(child.pid, self.options.kill_grace)
+        if child.process is not None:
+            child.process.wait()
+        logger.warning("schedule {}: run {} {} ({} process(es) stopped)", child.schedule.id,
+                       child.run_id, reason, count)
+        record = self.store.get_run(child.run_id)
+        if record is None:
+            self._record_without_run(child.schedule, status, reason)
+            return
+        record.status, record.finished_at, record.error = status, utcnow(), reason
+        self.store.finish_run(record)
+
+    def _closed_record(self, child: ChildRun) -> RunRecord:
+        record = self.store.get_run(child.run_id)
+        if record is not None and record.status != "running":
+            return record
+        code = child.process.returncode if child.process else None
+        tail = child.stderr_tail()
+        reason = f"the run process ended with exit code {code}" + (f": {tail}" if tail else "")
+        if record is None:  # it ended before the runner opened a record (bad parameters, ...)
+            return self._record_without_run(child.schedule, "failed", reason[:2000])
+        self.store.mark_interrupted([record.run_id], reason[:2000])
+        return self.store.get_run(record.run_id) or record
+
+    def _notify(self, schedule: Schedule, record: RunRecord) -> None:
+        if schedule.notify:
+            items = self.store.list_items(record.run_id)
+            notify_run(record, items, schedule.notify, self.settings, schedule_id=schedule.id)
+
+    # -- stopping -------------------------------------------------------------------------------------
+
+    def running_count(self) -> int:
+        with self._children_lock:
+            return len(self.children)
+
+    def _graceful_stop(self, reason: str) -> None:
+        grace = self.options.stop_grace
+        self._ready.wait(120)  # a signal during start-up: let the start finish, then stop
+        logger.info("{}: no new runs; waiting up to {} for {} running run(s)", reason,
+                    format_duration(grace), self.running_count())
+        try:
+            self.scheduler.pause()
+        except SchedulerNotRunningError:
+            pass
+        self._stop_deadline = time.monotonic() + grace
+        limit = self._stop_deadline + self.options.kill_grace * 2 + 5
+        while self.running_count() and time.monotonic() < limit:
+            time.sleep(0.1)
+        try:
+            self.scheduler.shutdown(wait=True)
+        except SchedulerNotRunningError:
+            pass
+
+
+class _InterceptHandler(logging.Handler):
+    """Route APScheduler's standard-library warnings to loguru (and so through redaction)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        logger.opt(depth=1).log(record.levelname if record.levelno >= 30 else "DEBUG",
+                                "apscheduler: {}", record.getMessage())
+
+
+def run_daemon(settings: Settings, options: DaemonOptions, store: Store | None = None) -> int:
+    """Run the daemon in this process (the ``kansli scheduler`` command). Returns the exit code."""
+    from shared.logs import configure_console
+
+    configure_console(options.log_level)
+    apscheduler_logger = logging.getLogger("apscheduler")
+    apscheduler_logger.handlers[:] = [_InterceptHandler()]
+    apscheduler_logger.setLevel(logging.WARNING)
+    apscheduler_logger.propagate = False
+    if not settings.schedules_dir.is_dir():
+        raise ConfigError(f"no schedule folder {settings.schedules_dir} (KANSLI_SCHEDULES_DIR)")
+    daemon = Daemon(settings, store or Store(settings.effective_database_url), options)
+    return daemon.run()
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.1) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout`` passes (used by the CLI)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()

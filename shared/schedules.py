@@ -1,0 +1,290 @@
+"""Schedule files: ``schedules/*.toml`` (folder ``KANSLI_SCHEDULES_DIR``), validated with pydantic.
+
+A file holds ``[[schedule]]`` tables::
+
+    [[schedule]]
+    id = "letters-weekday-morning"
+    robot = "decision_letters"
+    cron = "0 7 * * mon-fri"          # or: every = "15m" / at = "2026-12-01T06:00"
+    # start = "2026-12-01T06:05"      # every only: the first run, anchoring the interval
+    timezone = "Europe/Stockholm"     # default
+    params = { input = "inbox/applications.xlsx" }
+    timeout = "30m"
+    misfire_grace = "1h"
+    retries = 2
+    retry_backoff = "30s"
+    notify = ["it-drift@example.se"]
+    enabled = true
+
+Every problem is one line naming the file, the schedule id and the field:
+``schedules/a.toml: schedule 'x': field 'cron': ...``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, tzinfo
+from pathlib import Path
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.date import DateTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from shared.errors import ConfigError, KansliError
+from shared.registry import RobotSpec
+
+SCHEDULE_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(value: Any) -> float:
+    """``"90s"``, ``"15m"``, ``"1h30m"``, ``"2d"`` or a number of seconds, as seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as '30s', '15m' or '1h'")
+    if isinstance(value, int | float):
+        return float(value)
+    text = str(value).strip().replace(" ", "")
+    parts = _DURATION_PART.findall(text)
+    if not text or "".join(number + unit for number, unit in parts) != text:
+        raise ValueError(f"{value!r} is not a duration such as '30s', '15m', '1h30m' or '2d'")
+    return sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts)
+
+
+def format_duration(seconds: float) -> str:
+    """Seconds as the shortest ``1h30m`` style text."""
+    if seconds < 1:
+        return f"{int(seconds * 1000)}ms"
+    remaining, parts = int(seconds), []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if remaining >= size:
+            parts.append(f"{remaining // size}{unit}")
+            remaining %= size
+    return "".join(parts)
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
+
+
+class Schedule(BaseModel):
+    """One ``[[schedule]]`` table of a schedule file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=SCHEDULE_ID)
+    robot: str = Field(min_length=1)
+    cron: str | None = None
+    every: Duration | None = None
+    at: datetime | None = None
+    start: datetime | None = None
+    timezone: str = "Europe/Stockholm"
+    params: dict[str, Any] = Field(default_factory=dict)
+    timeout: Duration | None = 3600.0
+    misfire_grace: Duration = 3600.0
+    retries: int = Field(default=0, ge=0, le=10)
+    retry_backoff: Duration = 30.0
+    notify: list[str] = Field(default_factory=list)
+    enabled: bool = True
+    source: str = Field(default="", exclude=True)
+
+    @model_validator(mode="after")
+    def one_trigger(self) -> Schedule:
+        given = [name for name in ("cron", "every", "at") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of cron, every or at")
+        if self.every is not None and self.every < 1:
+            raise ValueError("every must be at least 1s")
+        if self.start is not None and self.every is None:
+            raise ValueError("start (the first time of an every schedule) needs every")
+        return self
+
+    @property
+    def tz(self) -> tzinfo:
+        return ZoneInfo(self.timezone)
+
+    def trigger(self) -> BaseTrigger:
+        """The APScheduler trigger of this schedule."""
+        if self.cron is not None:
+            return CronTrigger.from_crontab(self.cron, timezone=self.tz)
+        if self.every is not None:
+            return IntervalTrigger(seconds=self.every, start_date=self._local(self.start),
+                                   timezone=self.tz)
+        return DateTrigger(run_date=self.run_date(), timezone=self.tz)
+
+    def run_date(self) -> datetime | None:
+        """The ``at`` time, in the schedule's time zone."""
+        return self._local(self.at)
+
+    def _local(self, moment: datetime | None) -> datetime | None:
+        if moment is None:
+            return None
+        return moment.replace(tzinfo=self.tz) if moment.tzinfo is None else moment
+
+    def is_past(self, now: datetime | None = None) -> bool:
+        """True for an ``at`` schedule whose time has passed."""
+        run_date = self.run_date()
+        return run_date is not None and run_date <= (now or datetime.now(UTC))
+
+    def trigger_text(self) -> str:
+        if self.cron is not None:
+            return f"cron {self.cron}"
+        if self.every is not None:
+            return f"every {format_duration(self.every)}"
+        assert self.at is not None
+        return f"at {self.at.isoformat(timespec='minutes')}"
+
+    def fingerprint(self) -> str:
+        """Changes when the timing of the schedule changes (the job must be rescheduled)."""
+        timing = {"cron": self.cron, "every": self.every, "timezone": self.timezone,
+                  "at": self.at.isoformat() if self.at else None,
+                  "start": self.start.isoformat() if self.start else None, "grace": self.misfire_grace,
+                  "enabled": self.enabled}
+        return hashlib.sha256(json.dumps(timing, sort_keys=True).encode()).hexdigest()[:32]
+
+    def summary(self) -> dict[str, Any]:
+        data = self.model_dump(mode="json")
+        data["trigger"] = self.trigger_text()
+        data["source"] = self.source
+        return data
+
+
+@dataclass(frozen=True)
+class ScheduleProblem:
+    """One thing wrong in a schedule file."""
+
+    file: str
+    schedule_id: str
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: schedule '{self.schedule_id}': field '{self.field}': {self.message}"
+
+
+@dataclass
+class LoadedSchedules:
+    """The valid schedules of a folder and the problems of the rest."""
+
+    schedules: list[Schedule] = field(default_factory=list)
+    problems: list[ScheduleProblem] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
+
+    def by_id(self) -> dict[str, Schedule]:
+        return {schedule.id: schedule for schedule in self.schedules}
+
+
+def load_schedules(directory: Path, robots: Mapping[str, RobotSpec]) -> LoadedSchedules:
+    """Read and validate every ``*.toml`` of ``directory`` (a missing folder has none)."""
+    loaded = LoadedSchedules()
+    files = sorted(directory.glob("*.toml")) if directory.is_dir() else []
+    seen: dict[str, str] = {}
+    for path in files:
+        loaded.files.append(path)
+        for schedule in _load_file(path, robots, loaded.problems):
+            if schedule.id in seen:
+                loaded.problems.append(ScheduleProblem(
+                    str(path), schedule.id, "id", f"duplicate id (first defined in {seen[schedule.id]})"
+                ))
+                continue
+            seen[schedule.id] = str(path)
+            loaded.schedules.append(schedule)
+    return loaded
+
+
+def require_valid(loaded: LoadedSchedules) -> None:
+    """Raise :class:`ConfigError` listing every problem, one per line."""
+    if loaded.problems:
+        count = len(loaded.problems)
+        lines = "\n".join(str(problem) for problem in loaded.problems)
+        raise ConfigError(f"{count} problem(s) in the schedule files:\n{lines}")
+
+
+def _load_file(
+    path: Path, robots: Mapping[str, RobotSpec], problems: list[ScheduleProblem]
+) -> list[Schedule]:
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        problems.append(ScheduleProblem(str(path), "-", "-", f"cannot read the file: {error}"))
+        return []
+    for key in document:
+        if key != "schedule":
+            problems.append(ScheduleProblem(str(path), "-", key, "unknown key (expected [[schedule]])"))
+    tables = document.get("schedule", [])
+    if not isinstance(tables, list):
+        problems.append(ScheduleProblem(str(path), "-", "schedule", "expected [[schedule]] tables"))
+        return []
+    found = []
+    for index, table in enumerate(tables, start=1):
+        schedule = _load_table(path, index, table, robots, problems)
+        if schedule is not None:
+            found.append(schedule)
+    return found
+
+
+def _load_table(
+    path: Path, index: int, table: dict[str, Any], robots: Mapping[str, RobotSpec],
+    problems: list[ScheduleProblem],
+) -> Schedule | None:
+    schedule_id = str(table.get("id") or f"#{index}")
+    before = len(problems)
+    try:
+        schedule = Schedule.model_validate({**table, "source": str(path)})
+    except ValidationError as error:
+        problems.extend(_problems_of(path, schedule_id, error))
+        return None
+    _check_timing(path, schedule, problems)
+    _check_robot(path, schedule, robots, problems)
+    return schedule if len(problems) == before else None
+
+
+def _problems_of(path: Path, schedule_id: str, error: ValidationError) -> list[ScheduleProblem]:
+    found = []
+    for detail in error.errors():
+        location = ".".join(str(part) for part in detail["loc"]) or "-"
+        message = "unknown key" if detail["type"] == "extra_forbidden" else detail["msg"]
+        found.append(ScheduleProblem(str(path), schedule_id, location, message))
+    return found
+
+
+def _check_timing(path: Path, schedule: Schedule, problems: list[ScheduleProblem]) -> None:
+    try:
+        schedule.tz  # noqa: B018 - validates the zone name
+    except (ZoneInfoNotFoundError, ValueError):
+        problems.append(ScheduleProblem(str(path), schedule.id, "timezone",
+                                        f"unknown time zone {schedule.timezone!r}"))
+        return
+    if schedule.cron is not None:
+        try:
+            schedule.trigger()
+        except ValueError as error:
+            problems.append(ScheduleProblem(str(path), schedule.id, "cron",
+                                            f"invalid cron expression {schedule.cron!r}: {error}"))
+
+
+def _check_robot(
+    path: Path, schedule: Schedule, robots: Mapping[str, RobotSpec], problems: list[ScheduleProblem]
+) -> None:
+    spec = robots.get(schedule.robot)
+    if spec is None:
+        known = ", ".join(robots) or "none"
+        problems.append(ScheduleProblem(str(path), schedule.id, "robot",
+                                        f"unknown robot {schedule.robot!r} (known robots: {known})"))
+        return
+    try:
+        spec.validate(schedule.params)
+    except KansliError as error:
+        problems.append(ScheduleProblem(str(path), schedule.id, "params", str(error)))
+    for address in schedule.notify:
+        if "@" not in address or address.startswith("@") or address.endswith("@"):
+            problems.append(ScheduleProblem(str(path), schedule.id, "notify",
+                                            f"{address!r} is not an e-mail address"))

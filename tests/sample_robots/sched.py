@@ -1,0 +1,29 @@
+"""Robots for the scheduler's tests: a quick one that notes each run, and one that spawns a child."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from shared.registry import robot
+from shared.runner import Run
+
+
+@robot()
+def ticker(run: Run, marker: Path | None = None, pause: float = 0.0) -> None:
+    """Append the run id and the time to ``marker``, then sleep ``pause`` seconds."""
+    if marker is not None:
+        with marker.open("a", encoding="utf-8") as out:
+            out.write(f"{run.run_id} {datetime.now(UTC).isoformat()} {os.getpid()}\n")
+    time.sleep(pause)
+
+
+@robot()
+def spawner(run: Run, child_pid_file: Path, seconds: float = 60.0) -> None:
+    """Start a ``sleep`` child process, write its pid to ``child_pid_file`` and wait for it."""
+    child = subprocess.Popen(["sleep", str(seconds)])
+    child_pid_file.write_text(f"{os.getpid()} {child.pid}")
+    child.wait()

@@ -1,0 +1,321 @@
+"""The scheduler daemon, run for real: subprocess daemons, subprocess runs, a real SQLite file."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import psutil
+import pytest
+
+from shared.scheduler import daemon_status, next_run_times
+from shared.settings import load_settings
+from shared.store import (
+    RunRecord,
+    Store,
+    list_operator_actions,
+    load_schedule_states,
+    pending_schedule_requests,
+)
+from tests.conftest import KANSLI, REPO, kansli
+from tests.shared.test_notify import CANARY_PASSWORD, SmtpServer, smtp_server  # noqa: F401
+
+pytestmark = pytest.mark.slow
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 15.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def soon(seconds: float) -> str:
+    """A local wall-clock time ``seconds`` from now, for ``at`` schedules (time zone given)."""
+    return (datetime.now().astimezone() + timedelta(seconds=seconds)).isoformat(timespec="seconds")
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+class Daemons:
+    """Starts ``kansli scheduler`` processes for one test and cleans up after it."""
+
+    def __init__(self, work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.work = work
+        self.folder = work / "schedules"
+        self.folder.mkdir()
+        self.env = {**os.environ, "PYTHONPATH": str(REPO), "KANSLI_SCHEDULES_DIR": str(self.folder),
+                    "KANSLI_ROBOTS_PACKAGE": "tests.sample_robots"}
+        self.processes: list[subprocess.Popen[str]] = []
+        self.logs: list[Path] = []
+        monkeypatch.setenv("KANSLI_SCHEDULES_DIR", str(self.folder))
+        monkeypatch.setenv("KANSLI_ROBOTS_PACKAGE", "tests.sample_robots")
+        self.store = Store(load_settings().effective_database_url)
+
+    def write(self, text: str, name: str = "test.toml") -> None:
+        (self.folder / name).write_text(text, encoding="utf-8")
+
+    def start(self, *args: str, wait: bool = True) -> subprocess.Popen[str]:
+        log = self.work / f"daemon-{len(self.logs)}.log"
+        process = subprocess.Popen([*KANSLI, "scheduler", "--stop-grace", "2", *args], env=self.env,
+                                   cwd=self.work, stdout=subprocess.DEVNULL,
+                                   stderr=log.open("w"), text=True)
+        self.processes.append(process)
+        self.logs.append(log)
+        if wait:
+            wait_until(lambda: self.alive_pid() == process.pid or process.poll() is not None,
+                       what="the daemon's heartbeat")
+            assert process.poll() is None, self.log()
+        return process
+
+    def alive_pid(self) -> int | None:
+        status = daemon_status(self.store)
+        return status.pid if status and status.alive else None
+
+    def stop(self, process: subprocess.Popen[str]) -> int:
+        process.send_signal(signal.SIGTERM)
+        return process.wait(timeout=20)
+
+    def log(self, index: int = -1) -> str:
+        return self.logs[index].read_text()
+
+    def runs(self, schedule_id: str) -> list[RunRecord]:
+        return self.store.list_runs(trigger=f"schedule:{schedule_id}", limit=500)
+
+    def cleanup(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        for record in self.store.list_runs(status="running", limit=100):
+            if record.pid and not gone(record.pid):
+                psutil.Process(record.pid).kill()
+
+
+@pytest.fixture
+def daemons(kansli_env: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Daemons]:
+    helper = Daemons(kansli_env, monkeypatch)
+    try:
+        yield helper
+    finally:
+        helper.cleanup()
+
+
+def test_a_schedule_fires_records_runs_and_a_second_daemon_is_refused(daemons: Daemons) -> None:
+    marker = daemons.work / "ticks.txt"
+    daemons.write(f'[[schedule]]\nid = "tick"\nrobot = "ticker"\nevery = "1s"\n'
+                  f'params = {{ marker = "{marker}" }}\nmisfire_grace = "5s"\n')
+    first = daemons.start()
+    wait_until(lambda: len([r for r in daemons.runs("tick") if r.status == "succeeded"]) >= 2,
+               what="two scheduled runs")
+    second = daemons.start(wait=False)
+    assert second.wait(timeout=30) == 5
+    assert "already runs on this database" in daemons.log()
+    listing = kansli("schedules", "--json", env=daemons.env, cwd=daemons.work)
+    data = json.loads(listing.stdout)
+    assert data["daemon"]["alive"] is True and data["daemon"]["pid"] == first.pid
+    [row] = data["schedules"]
+    assert row["id"] == "tick" and row["trigger"] == "every 1s" and row["last_run"] is not None
+    assert row["next_run"] is not None and row["paused"] is False
+    assert daemons.stop(first) == 0
+    assert daemons.alive_pid() is None
+    ran = [r for r in daemons.runs("tick") if r.status == "succeeded"]
+    assert len(marker.read_text().splitlines()) == len(ran)
+    assert all(r.trigger == "schedule:tick" for r in ran)
+    actions = [a.action for a in list_operator_actions(daemons.store)]
+    assert {"daemon.start", "daemon.stop", "daemon.sync"} <= set(actions)
+
+
+def test_broken_files_refuse_the_start_unless_keep_going(daemons: Daemons) -> None:
+    daemons.write('[[schedule]]\nid = "ok"\nrobot = "ticker"\nevery = "1h"\n', "good.toml")
+    daemons.write('[[schedule]]\nid = "bad"\nrobot = "nosuch"\nevery = "1h"\n', "bad.toml")
+    refused = daemons.start(wait=False)
+    assert refused.wait(timeout=30) == 4
+    assert "bad.toml: schedule 'bad': field 'robot': unknown robot 'nosuch'" in daemons.log()
+    kept = daemons.start("--keep-going")
+    wait_until(lambda: "scheduler started with 1 schedule" in daemons.log(), what="the start")
+    assert "field 'robot'" in daemons.log()
+    assert daemons.stop(kept) == 0
+
+
+def late_runs(log: str, schedule_id: str) -> list[float]:
+    """The lateness (ms) of each run of ``schedule_id`` in a daemon log."""
+    lates = []
+    for line in log.splitlines():
+        if f"schedule {schedule_id}: run " in line and "late by" in line:
+            lates.append(float(line.rsplit("late by ", 1)[1].split()[0]))
+    return lates
+
+
+def test_restart_keeps_schedules_coalesces_and_honours_the_grace(daemons: Daemons) -> None:
+    at = soon(6)
+    daemons.write(
+        '[[schedule]]\nid = "often"\nrobot = "ticker"\nevery = "2s"\nmisfire_grace = "60s"\n\n'
+        f'[[schedule]]\nid = "late-ok"\nrobot = "counting"\nat = "{at}"\nmisfire_grace = "60s"\n'
+        'params = { count = 1 }\n\n'
+        f'[[schedule]]\nid = "late-missed"\nrobot = "ticker"\nat = "{at}"\nmisfire_grace = "1s"\n'
+    )
+    first = daemons.start()
+    assert daemons.stop(first) == 0
+    stopped = time.monotonic()
+    before = len(daemons.runs("often"))
+    until_at = (datetime.fromisoformat(at) - datetime.now().astimezone()).total_seconds()
+    time.sleep(max(until_at + 1.5, 4.5 - (time.monotonic() - stopped), 0.0))
+    assert time.monotonic() - stopped > 4  # "often" (every 2s) missed at least two fires
+    second = daemons.start()
+    wait_until(lambda: daemons.runs("late-missed") and daemons.runs("late-ok")
+               and daemons.runs("late-ok")[0].status != "running", what="the one-off schedules")
+    wait_until(lambda: len(late_runs(daemons.log(), "often")) >= 2, what="regular runs after restart")
+    assert daemons.stop(second) == 0
+    [missed] = daemons.runs("late-missed")
+    assert missed.status == "missed" and "misfire grace 1s" in (missed.error or "")
+    [late_ok] = daemons.runs("late-ok")
+    assert late_ok.status == "succeeded"
+    assert late_runs(daemons.log(), "late-ok")[0] > 2000  # started late, within its grace
+    # the fires "often" missed while down were coalesced into one run for the latest of them: no
+    # run replays an older fire (it would be late by more than the 2 s interval)
+    lates = late_runs(daemons.log(), "often")
+    assert all(late < 2000 for late in lates), lates
+    assert len(daemons.runs("often")) > before
+    assert "often" in daemons.log() and not [r for r in daemons.runs("often") if r.status == "missed"]
+
+
+def test_a_sigkilled_daemon_leaves_no_run_running_forever(daemons: Daemons) -> None:
+    """The run killed with the daemon ends interrupted; a run that survived it is adopted."""
+    ready, marker = daemons.work / "ready.txt", daemons.work / "ticks.txt"
+    daemons.write(f'[[schedule]]\nid = "long"\nrobot = "sleeper"\nat = "{soon(2)}"\n'
+                  f'params = {{ seconds = 60, ready = "{ready}" }}\n\n'
+                  f'[[schedule]]\nid = "survivor"\nrobot = "ticker"\nat = "{soon(2)}"\n'
+                  f'params = {{ pause = 8, marker = "{marker}" }}\n')
+    first = daemons.start()
+    wait_until(lambda: ready.exists() and marker.exists(), what="the runs to start")
+    assert daemons.runs("long")[0].status == "running"
+    first.kill()  # the daemon dies ...
+    first.wait()
+    psutil.Process(int(ready.read_text())).kill()  # ... and so does one run (as systemd would)
+    wait_until(lambda: gone(int(ready.read_text())), what="the run process to die")
+    assert daemons.runs("long")[0].status == "running"  # nobody closed it yet
+    second = daemons.start()
+    assert daemons.runs("long")[0].status == "interrupted"
+    assert "survived the previous daemon" in daemons.log()
+    assert daemons.runs("survivor")[0].status == "running"
+    wait_until(lambda: daemons.runs("survivor")[0].status != "running", what="the adopted run")
+    assert daemons.runs("survivor")[0].status == "succeeded"
+    assert daemons.stop(second) == 0
+
+
+def test_overlapping_runs_are_refused_and_recorded(daemons: Daemons) -> None:
+    cli_ready = daemons.work / "cli-ready.txt"
+    daemons.write(f'[[schedule]]\nid = "busy"\nrobot = "sleeper"\nat = "{soon(4)}"\n'
+                  'params = { seconds = 4 }\n\n'
+                  f'[[schedule]]\nid = "manual"\nrobot = "sleeper"\ncron = "0 0 1 1 *"\n'
+                  'params = { seconds = 4 }\n')
+    cli_run = subprocess.Popen([*KANSLI, "run", "sleeper", "--param", "seconds=6", "--param",
+                                f"ready={cli_ready}"], env=daemons.env, cwd=daemons.work,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_until(cli_ready.exists, what="the CLI run")
+    daemon = daemons.start()
+    wait_until(lambda: daemons.runs("busy"), what="the scheduled run")
+    wait_until(lambda: daemons.runs("busy")[0].status != "running", what="the scheduled run's end")
+    [refused] = daemons.runs("busy")
+    assert refused.status == "skipped" and "already running" in (refused.error or "")
+    assert cli_run.wait(timeout=20) == 0
+    triggered = kansli("schedules", "trigger", "manual", env=daemons.env, cwd=daemons.work)
+    assert triggered.returncode == 0, triggered.stderr
+    assert "started by the daemon" in triggered.stdout
+    wait_until(lambda: daemons.runs("manual") and daemons.runs("manual")[0].status == "running",
+               what="the triggered run")
+    second_cli = kansli("run", "sleeper", "--param", "seconds=1", env=daemons.env, cwd=daemons.work)
+    assert second_cli.returncode == 5
+    [skipped] = daemons.store.list_runs(robot="sleeper", trigger="cli", status="skipped")
+    assert "already running by run " + daemons.runs("manual")[0].run_id in (skipped.error or "")
+    assert daemons.stop(daemon) == 0
+    assert daemons.runs("manual")[0].status == "cancelled"  # stopped after the 2 s stop grace
+    actions = {a.action for a in list_operator_actions(daemons.store, "manual")}
+    assert {"schedule.trigger", "schedule.trigger.started"} <= actions
+
+
+def test_a_timed_out_run_is_killed_with_its_children(daemons: Daemons) -> None:
+    pids = daemons.work / "pids.txt"
+    daemons.write(f'[[schedule]]\nid = "slow"\nrobot = "spawner"\nat = "{soon(2)}"\ntimeout = "3s"\n'
+                  f'params = {{ child_pid_file = "{pids}", seconds = 60 }}\n')
+    daemon = daemons.start()
+    wait_until(pids.exists, what="the spawner's pids")
+    robot_pid, sleep_pid = map(int, pids.read_text().split())
+    assert psutil.Process(sleep_pid).name() == "sleep"
+    wait_until(lambda: daemons.runs("slow")[0].status == "timeout", what="the timeout")
+    [record] = daemons.runs("slow")
+    assert "timed out after 3s" in (record.error or "")
+    wait_until(lambda: gone(robot_pid) and gone(sleep_pid), timeout=5, what="no orphans")
+    assert daemons.stop(daemon) == 0
+
+
+def test_pause_and_resume_survive_a_restart(daemons: Daemons) -> None:
+    daemons.write('[[schedule]]\nid = "tick"\nrobot = "ticker"\nevery = "1s"\nmisfire_grace = "5s"\n')
+    first = daemons.start()
+    wait_until(lambda: daemons.runs("tick"), what="a first run")
+    paused = kansli("schedules", "pause", "tick", env=daemons.env, cwd=daemons.work)
+    assert paused.returncode == 0 and "paused" in paused.stdout
+    wait_until(lambda: not pending_schedule_requests(daemons.store), what="the daemon to pause it")
+    wait_until(lambda: not psutil.Process(first.pid).children(), what="the last run to end")
+    time.sleep(0.5)
+    count = len(daemons.runs("tick"))
+    time.sleep(2.0)
+    assert len(daemons.runs("tick")) == count
+    assert daemons.stop(first) == 0
+    second = daemons.start()
+    time.sleep(2.0)
+    assert len(daemons.runs("tick")) == count  # still paused after the restart
+    assert load_schedule_states(daemons.store)["tick"].paused is True
+    assert next_run_times(daemons.store)["tick"] is None  # the job itself is paused too
+    resumed = kansli("schedules", "resume", "tick", env=daemons.env, cwd=daemons.work)
+    assert resumed.returncode == 0
+    wait_until(lambda: len(daemons.runs("tick")) > count, what="runs after resume")
+    assert daemons.stop(second) == 0
+    history = kansli("schedules", "history", "tick", "--json", env=daemons.env, cwd=daemons.work)
+    actions = [a["action"] for a in json.loads(history.stdout)["actions"]]
+    assert "schedule.pause" in actions and "schedule.resume" in actions
+    assert all("@" in a["actor"] for a in json.loads(history.stdout)["actions"])
+    audited = json.loads(kansli("audit", "search", "--json", env=daemons.env, cwd=daemons.work).stdout)
+    kinds = [event["event"] for event in audited]
+    for kind in ("daemon.started", "schedule.synced", "schedule.paused", "schedule.resumed",
+                 "daemon.stopped", "run.started", "run.finished"):
+        assert kind in kinds, f"{kind} is missing from the audit trail"
+    scheduled = [e for e in audited if e["event"] == "run.started"]
+    assert {e["actor"] for e in scheduled} == {"schedule:tick"}
+    assert kansli("audit", "verify", env=daemons.env, cwd=daemons.work).returncode == 0
+
+
+def test_a_failed_run_sends_a_mail_without_secrets(
+    daemons: Daemons, smtp_server: SmtpServer  # noqa: F811
+) -> None:
+    daemons.env.update({"KANSLI_SMTP__HOST": "127.0.0.1", "KANSLI_SMTP__PORT": str(smtp_server.port),
+                        "KANSLI_SMTP__USERNAME": "kansli", "KANSLI_SMTP__PASSWORD": CANARY_PASSWORD})
+    daemons.write(f'[[schedule]]\nid = "crash"\nrobot = "crashing"\nat = "{soon(2)}"\n'
+                  f'params = {{ message = "login {CANARY_PASSWORD} for 19121212-1212 refused" }}\n'
+                  'notify = ["it-drift@example.se"]\n')
+    daemon = daemons.start()
+    wait_until(lambda: smtp_server.inbox.messages, what="the mail")
+    [mail] = smtp_server.inbox.messages
+    [record] = daemons.runs("crash")
+    assert record.status == "failed"
+    assert mail["Subject"] == f"[kansli] crashing: failed (run {record.run_id})"
+    body = mail.get_content()
+    assert f"kansli logs {record.run_id}" in body and "RuntimeError" in body
+    raw = smtp_server.inbox.raw[0]
+    assert CANARY_PASSWORD.encode() not in raw and b"19121212-1212" not in raw
+    assert b"1212-1212" not in raw
+    assert daemons.stop(daemon) == 0
