@@ -30,7 +30,6 @@ import datetime as dt
 import random
 import re
 import sys
-import zipfile
 from collections.abc import Sequence
 from dataclasses import astuple, dataclass
 from pathlib import Path
@@ -40,6 +39,8 @@ from openpyxl.styles import Alignment, Border, Font, PatternFill, Side
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.worksheet import Worksheet
 
+from demo.synthetic import make_personnummer, normalise_ooxml
+
 DEMO_DIR = Path(__file__).resolve().parent
 INTAKE_PATH = DEMO_DIR / "data" / "intake.xlsx"
 
@@ -48,7 +49,6 @@ N_ROWS = 100
 SHEET_NAME = "Inkomna ansökningar"
 KOMMUN = "Exempelby kommun"
 FIXED_TIMESTAMP = dt.datetime(2026, 11, 25, 8, 0, 0)
-_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 HEADERS: tuple[str, ...] = (
     "Referens",
@@ -208,20 +208,8 @@ class Intake:
 # --------------------------------------------------------------------------- data
 
 
-def luhn_check_digit(digits: str) -> int:
-    """Check digit for a Swedish personnummer over the nine digits YYMMDDNNN."""
-    total = 0
-    for index, char in enumerate(digits):
-        product = int(char) * (2 if index % 2 == 0 else 1)
-        total += product // 10 + product % 10
-    return (10 - total % 10) % 10
 
 
-def make_personnummer(rng: random.Random, birth: dt.date, female: bool) -> str:
-    """``YYYYMMDD-NNNC``; the third birth-number digit is even for women, odd for men."""
-    serial = rng.randint(0, 99) * 10 + rng.choice((0, 2, 4, 6, 8) if female else (1, 3, 5, 7, 9))
-    nine = f"{birth:%y%m%d}{serial:03d}"
-    return f"{birth:%Y%m%d}-{serial:03d}{luhn_check_digit(nine)}"
 
 
 def _email(rng: random.Random, first: str, last: str, birth: dt.date) -> str:
@@ -347,27 +335,13 @@ def write_intake(path: Path, rows: Sequence[Intake]) -> None:
     workbook.properties.created = FIXED_TIMESTAMP
     path.parent.mkdir(parents=True, exist_ok=True)
     workbook.save(path)
-    _normalise_ooxml(path)
+    normalise_ooxml(path, FIXED_TIMESTAMP)
 
 
 # ------------------------------------------------------------------- determinism
 
-_CORE_DATE = re.compile(rb"(<dcterms:(?:created|modified)[^>]*>)[^<]*(</dcterms:)")
 
 
-def _normalise_ooxml(path: Path) -> None:
-    """Rewrite the zip with fixed entry dates and core-property timestamps (stable rebuilds)."""
-    with zipfile.ZipFile(path) as source:
-        entries = [(info.filename, source.read(info)) for info in source.infolist()]
-    stamp = FIXED_TIMESTAMP.strftime("%Y-%m-%dT%H:%M:%SZ").encode()
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as target:
-        for name, data in entries:
-            if name == "docProps/core.xml":
-                data = _CORE_DATE.sub(lambda match: match.group(1) + stamp + match.group(2), data)
-            info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = 0o644 << 16
-            target.writestr(info, data)
 
 
 def main() -> int:

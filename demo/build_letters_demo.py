@@ -43,7 +43,6 @@ import datetime as dt
 import random
 import re
 import sys
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +62,8 @@ from openpyxl import Workbook
 from openpyxl.styles import Alignment, Border, Font, PatternFill, Side
 from openpyxl.utils import get_column_letter
 
+from demo.synthetic import make_personnummer, normalise_ooxml
+
 DEMO_DIR = Path(__file__).resolve().parent
 APPLICATIONS_PATH = DEMO_DIR / "data" / "applications.xlsx"
 TEMPLATE_PATH = DEMO_DIR / "templates" / "beslut.docx"
@@ -73,7 +74,6 @@ SHEET_NAME = "Ansökningar"
 N_ROWS = 50
 # Fixed metadata timestamp so rebuilt files are byte-identical.
 FIXED_TIMESTAMP = dt.datetime(2026, 3, 2, 8, 0, 0)
-_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 HEADERS: tuple[str, ...] = (
     "Diarienummer",
@@ -439,20 +439,8 @@ class Application:
 # --------------------------------------------------------------------------- data
 
 
-def luhn_check_digit(digits: str) -> int:
-    """Check digit for a Swedish personnummer over the nine digits YYMMDDNNN."""
-    total = 0
-    for i, ch in enumerate(digits):
-        product = int(ch) * (2 if i % 2 == 0 else 1)
-        total += product // 10 + product % 10
-    return (10 - total % 10) % 10
 
 
-def make_personnummer(rng: random.Random, birth: dt.date, female: bool) -> str:
-    """``YYYYMMDD-NNNC``; the third birth-number digit is even for women, odd for men."""
-    serial = rng.randint(0, 99) * 10 + rng.choice((0, 2, 4, 6, 8) if female else (1, 3, 5, 7, 9))
-    nine = f"{birth:%y%m%d}{serial:03d}"
-    return f"{birth:%Y%m%d}-{serial:03d}{luhn_check_digit(nine)}"
 
 
 def _email(rng: random.Random, first: str, last: str, birth: dt.date) -> str:
@@ -610,7 +598,7 @@ def write_applications(path: Path, apps: Sequence[Application]) -> None:
     wb.properties.created = FIXED_TIMESTAMP
     path.parent.mkdir(parents=True, exist_ok=True)
     wb.save(path)
-    _normalise_ooxml(path)
+    normalise_ooxml(path, FIXED_TIMESTAMP)
 
 
 # ----------------------------------------------------------------------- template
@@ -909,31 +897,13 @@ def write_template(path: Path) -> None:
     props.last_printed = FIXED_TIMESTAMP
     path.parent.mkdir(parents=True, exist_ok=True)
     doc.save(str(path))
-    _normalise_ooxml(path)
+    normalise_ooxml(path, FIXED_TIMESTAMP)
 
 
 # ------------------------------------------------------------------- determinism
 
-_CORE_DATE = re.compile(rb"(<dcterms:(?:created|modified)[^>]*>)[^<]*(</dcterms:)")
 
 
-def _normalise_ooxml(path: Path) -> None:
-    """Rewrite the zip with fixed entry dates and core-property timestamps.
-
-    openpyxl stamps ``dcterms:modified`` with the current time on save, and both libraries
-    write zip entries with the current time, so without this every rebuild differs.
-    """
-    with zipfile.ZipFile(path) as src:
-        entries = [(info.filename, src.read(info)) for info in src.infolist()]
-    stamp = FIXED_TIMESTAMP.strftime("%Y-%m-%dT%H:%M:%SZ").encode()
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as dst:
-        for name, data in entries:
-            if name == "docProps/core.xml":
-                data = _CORE_DATE.sub(lambda m: m.group(1) + stamp + m.group(2), data)
-            info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = 0o644 << 16
-            dst.writestr(info, data)
 
 
 def main() -> int:

@@ -159,19 +159,21 @@ class ItemProcessor:
             return self._finish(item, started, "done", output=output, reconciled=reconciled)
 
     def _attempts(self, item: WorkItem, started: str) -> tuple[Any, bool]:
-        settings = self.run.settings.retry
-        retrying = Retrying(
-            stop=stop_after_attempt(settings.attempts),
-            wait=wait_exponential(multiplier=settings.backoff_initial, max=settings.backoff_max),
-            retry=retry_if_exception(is_retryable),
-            before_sleep=_log_retry,
-            reraise=True,
-            sleep=time.sleep,
-        )
-        for attempt in retrying:
+        for attempt in Retrying(sleep=time.sleep, **self._retry_policy()):
             with attempt:
                 return self._attempt(item, started)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _retry_policy(self) -> dict[str, Any]:
+        """Target errors are retried with exponential backoff; everything else ends the item."""
+        settings = self.run.settings.retry
+        return {
+            "stop": stop_after_attempt(settings.attempts),
+            "wait": wait_exponential(multiplier=settings.backoff_initial, max=settings.backoff_max),
+            "retry": retry_if_exception(is_retryable),
+            "before_sleep": _log_retry,
+            "reraise": True,
+        }
 
     def _attempt(self, item: WorkItem, started: str) -> tuple[Any, bool]:
         needs_reconcile = item.reconcile_first
@@ -231,16 +233,7 @@ class ItemProcessor:
             return self._finish(item, started, "done", output=output, reconciled=reconciled)
 
     async def _attempts_async(self, item: WorkItem, started: str) -> tuple[Any, bool]:
-        settings = self.run.settings.retry
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(settings.attempts),
-            wait=wait_exponential(multiplier=settings.backoff_initial, max=settings.backoff_max),
-            retry=retry_if_exception(is_retryable),
-            before_sleep=_log_retry,
-            reraise=True,
-            sleep=asyncio.sleep,
-        )
-        async for attempt in retrying:
+        async for attempt in AsyncRetrying(sleep=asyncio.sleep, **self._retry_policy()):
             with attempt:
                 return await self._attempt_async(item, started)
         raise AssertionError("unreachable")  # pragma: no cover

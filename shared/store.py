@@ -199,6 +199,7 @@ class Store:
         self.url = url
         self.engine = _engine_for(url)
         self.dialect = self.engine.dialect.name
+        self._upserts: dict[tuple[str, tuple[str, ...], tuple[str, ...]], Any] = {}
         self._migrate()
 
     # -- schema -------------------------------------------------------------------------------
@@ -227,18 +228,23 @@ class Store:
     def _upsert(
         self, connection: Connection, table: sa.Table, values: dict[str, Any], keys: list[str]
     ) -> None:
-        if self.dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as pg_insert
+        statement = self._upsert_statement(table, tuple(values), tuple(keys))
+        connection.execute(statement, values)
 
-            pg_statement = pg_insert(table).values(**values)
-            update = {name: pg_statement.excluded[name] for name in values if name not in keys}
-            connection.execute(pg_statement.on_conflict_do_update(index_elements=keys, set_=update))
-            return
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        statement = sqlite_insert(table).values(**values)
-        update = {name: statement.excluded[name] for name in values if name not in keys}
-        connection.execute(statement.on_conflict_do_update(index_elements=keys, set_=update))
+    def _upsert_statement(self, table: sa.Table, columns: tuple[str, ...], keys: tuple[str, ...]) -> Any:
+        """INSERT ... ON CONFLICT DO UPDATE for these columns, built once (items write two per item)."""
+        cache_key = (table.name, columns, keys)
+        statement = self._upserts.get(cache_key)
+        if statement is None:
+            if self.dialect == "postgresql":
+                from sqlalchemy.dialects.postgresql import insert
+            else:
+                from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+            base = insert(table)
+            update = {name: base.excluded[name] for name in columns if name not in keys}
+            statement = base.on_conflict_do_update(index_elements=list(keys), set_=update)
+            self._upserts[cache_key] = statement
+        return statement
 
     # -- meta values (audit anchor, scheduler heartbeat, ...) -------------------------------
 
