@@ -15,7 +15,9 @@ import typer
 if TYPE_CHECKING:
     from shared.audit import AuditLog
 
-audit_app = typer.Typer(help="Verify and search the audit trail.", no_args_is_help=True)
+audit_app = typer.Typer(
+    help="Verify and search the audit trail.", no_args_is_help=True, rich_markup_mode=None
+)
 
 SEARCH_COLUMNS = ("seq", "time", "event", "robot", "run_id", "actor", "status", "item_key", "detail")
 

@@ -20,6 +20,7 @@ schedules_app = typer.Typer(
     help="The schedules of the scheduler daemon: list (default), validate, pause, resume, trigger.",
     invoke_without_command=True,
     no_args_is_help=False,
+    rich_markup_mode=None,
 )
 
 TRIGGER_WAIT = 10.0
