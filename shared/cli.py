@@ -153,7 +153,7 @@ def run_command(
 
     try:
         runner = Runner(settings())
-        with _progress(enabled=not as_json) as progress:
+        with _RichProgress(enabled=not as_json) as progress:
             record = runner.run(name, parse_params(param or []), trigger=trigger,
                                 rerun_all=rerun_all, wait=wait, progress=progress, run_id=run_id)
     except KansliError as error:
@@ -188,17 +188,12 @@ class _RichProgress:
         if self.task is not None:
             self.bar.advance(self.task)
 
-
-class _progress:
-    def __init__(self, enabled: bool) -> None:
-        self.progress = _RichProgress(enabled)
-
     def __enter__(self) -> _RichProgress:
-        self.progress.bar.start()
-        return self.progress
+        self.bar.start()
+        return self
 
     def __exit__(self, *_: object) -> None:
-        self.progress.bar.stop()
+        self.bar.stop()
 
 
 STATUS_STYLES = {
