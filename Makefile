@@ -37,7 +37,7 @@ demo: setup demo-letters demo-forms
 
 demo-letters:
 	@rm -rf var/out/decision_letters
-	$(KANSLI) run decision_letters --param input=demo/data/applications.xlsx --rerun-all; \
+	@$(KANSLI) run decision_letters --param input=demo/data/applications.xlsx --rerun-all; \
 	  code=$$?; [ $$code -eq 0 ] || [ $$code -eq 3 ] || exit $$code
 	@echo
 	@echo "Letters:  $$(pwd)/var/out/decision_letters/beslut-*.docx ($$(ls var/out/decision_letters/beslut-*.docx | wc -l) files)"

@@ -48,7 +48,7 @@ class BrowserSettings(BaseModel):
 class RetrySettings(BaseModel):
     """Backoff for application errors (the target misbehaved)."""
 
-    attempts: int = Field(default=3, ge=1, le=20)
+    attempts: int = Field(default=3, ge=1, le=100)
     backoff_initial: float = Field(default=0.5, ge=0)
     backoff_max: float = Field(default=10.0, ge=0)
 
