@@ -37,7 +37,7 @@ from shared.browser import (
 from shared.errors import InputError, LoginError
 from shared.excel import Row, read_rows, result_cells, row_key, write_results
 from shared.files import writable_directory
-from shared.items import ItemResult, WorkItem, process_async
+from shared.items import ItemResult, WorkItem
 from shared.registry import robot
 from shared.runner import Run, file_batch
 from shared.settings import EServiceSettings
@@ -127,7 +127,7 @@ async def submit_all(
         artifacts_dir=run.artifacts_dir, retry=run.settings.retry,
     ) as pool:
         items = (WorkItem(key=row_key(row, "Referens"), data=row, position=row.number) for row in rows)
-        return await process_async(run, items, submit, reconcile=already_submitted, total=len(rows),
+        return await run.process_async(items, submit, reconcile=already_submitted, total=len(rows),
                                    batch=batch, workers=workers)
 
 

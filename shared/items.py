@@ -365,21 +365,3 @@ async def run_batch_async(
         raise
     results.sort(key=lambda result: result.position)
     return results
-
-
-async def process_async(
-    run: Run,
-    items: Iterable[WorkItem],
-    handler: AsyncHandler,
-    *,
-    batch: str | None = None,
-    reconcile: AsyncReconcile | None = None,
-    total: int | None = None,
-    workers: int = 1,
-) -> list[ItemResult]:
-    """:meth:`shared.runner.Run.process` for async handlers: ``workers`` items at a time."""
-    processor = ItemProcessor(run, handler, batch=batch or run.default_batch(), reconcile=reconcile)
-    run.progress.start(total)
-    results = await run_batch_async(processor, items, run.progress, workers)
-    run.results.extend(results)
-    return results

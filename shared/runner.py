@@ -30,6 +30,8 @@ from loguru import logger
 from shared.audit import AuditLog, RunAudit, anchor_head
 from shared.errors import AlreadyRunningError, ConfigError, KansliError, RunCancelledError
 from shared.items import (
+    AsyncHandler,
+    AsyncReconcile,
     Handler,
     ItemProcessor,
     ItemResult,
@@ -39,6 +41,7 @@ from shared.items import (
     WorkItem,
     describe_error,
     run_batch,
+    run_batch_async,
 )
 from shared.logs import run_sinks
 from shared.redaction import redact_value
@@ -105,13 +108,37 @@ class Run:
         """
         processor = ItemProcessor(self, handler, batch=batch or self.default_batch(),
                                   reconcile=reconcile)
+        with self._batch_progress(total) as progress:
+            return self._keep(run_batch(processor, items, progress, workers))
+
+    async def process_async(
+        self,
+        items: Iterable[WorkItem],
+        handler: AsyncHandler,
+        *,
+        batch: str | None = None,
+        reconcile: AsyncReconcile | None = None,
+        total: int | None = None,
+        workers: int = 1,
+    ) -> list[ItemResult]:
+        """:meth:`process` for coroutine handlers: ``workers`` items at a time on one event loop."""
+        processor = ItemProcessor(self, handler, batch=batch or self.default_batch(),
+                                  reconcile=reconcile)
+        with self._batch_progress(total) as progress:
+            return self._keep(await run_batch_async(processor, items, progress, workers))
+
+    @contextmanager
+    def _batch_progress(self, total: int | None) -> Iterator[Progress]:
+        """The run's progress, also queueing item outcomes for the audit trail (flushed at the end)."""
         progress = _AuditedProgress(self.progress, self.audit)
         progress.start(total)
         try:
-            results = run_batch(processor, items, progress, workers)
+            yield progress
         finally:
             if self.audit is not None:
                 self.audit.flush()
+
+    def _keep(self, results: list[ItemResult]) -> list[ItemResult]:
         self.results.extend(results)
         return results
 

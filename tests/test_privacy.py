@@ -63,6 +63,9 @@ def test_no_secret_or_personnummer_in_any_file_after_a_demo_run(
     assert forms.returncode == 3, forms.stdout + forms.stderr
     evidence = list((kansli_env / "data").rglob("*-trace.zip"))
     assert evidence, "no failed item left a trace to check"
+    audited = kansli("audit", "search", "--event", "item.outcome", "--csv", cwd=kansli_env).stdout
+    robots = [line.split(",")[3] for line in audited.splitlines()[1:]]
+    assert robots.count("decision_letters") == 50 and robots.count("intake_forms") == 5
 
     secrets = {ESERVICE_PASSWORD, AUDIT_KEY}
     numbers = identity_numbers(LETTERS) | identity_numbers(intake)
