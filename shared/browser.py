@@ -72,8 +72,8 @@ CHROMIUM_FLAGS = (
     "--disable-dev-shm-usage",
 )
 INSTALL_HINT = (
-    "install it (sudo apt-get install chromium) or set KANSLI_BROWSER__EXECUTABLE_PATH "
-    "to the Chromium executable"
+    "install it (sudo apt-get install chromium chromium-headless-shell) "
+    "or set KANSLI_BROWSER__EXECUTABLE_PATH to the Chromium executable"
 )
 BLOCKED_ASSETS = re.compile(r"\.(png|jpe?g|gif|webp|svg|ico|woff2?|ttf|otf|eot)(\?.*)?$", re.I)
 EXPIRED_LOGIN = re.compile(r"/login\?(?:.*&)?expired=1")

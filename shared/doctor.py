@@ -60,7 +60,7 @@ def check_database(settings: Settings) -> Check:
 
 def check_chromium(settings: Settings) -> Check:
     path = settings.browser.chromium_path()
-    fix = "apt-get install chromium, or set KANSLI_BROWSER__EXECUTABLE_PATH"
+    fix = "apt-get install chromium chromium-headless-shell, or set KANSLI_BROWSER__EXECUTABLE_PATH"
     if path is None or not path.exists():
         return Check("chromium", False, f"not found ({path or 'nothing on PATH'})", fix)
     try:

@@ -19,6 +19,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from shared.errors import ConfigError
 from shared.redaction import register_secrets
 
+#: Chromium executables looked for on ``PATH``, in order. Headless runs prefer the headless shell
+#: (Debian package ``chromium-headless-shell``, the same build as ``chromium`` without the desktop
+#: browser around it; it is what Playwright itself runs headless): it spends about half the CPU per
+#: page, which is what lets two workers beat one on two cores (docs/benchmarks.md).
+HEADLESS_SHELL_CANDIDATES = ("chromium-headless-shell", "chrome-headless-shell")
 CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
 
@@ -35,10 +40,11 @@ class BrowserSettings(BaseModel):
     workers: int = Field(default=1, ge=1, le=16)
 
     def chromium_path(self) -> Path | None:
-        """The configured executable, or the first Chromium found on ``PATH``."""
+        """The configured executable, else the first Chromium on ``PATH`` (headless: the shell first)."""
         if self.executable_path is not None:
             return self.executable_path
-        for name in CHROMIUM_CANDIDATES:
+        candidates = (HEADLESS_SHELL_CANDIDATES if self.headless else ()) + CHROMIUM_CANDIDATES
+        for name in candidates:
             found = shutil.which(name)
             if found:
                 return Path(found)

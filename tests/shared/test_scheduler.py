@@ -184,7 +184,8 @@ def test_restart_keeps_schedules_coalesces_and_honours_the_grace(daemons: Daemon
     assert missed.status == "missed" and "misfire grace 1s" in (missed.error or "")
     [late_ok] = daemons.runs("late-ok")
     assert late_ok.status == "succeeded"
-    assert late_runs(daemons.log(), "late-ok")[0] > 2000  # started late, within its grace
+    # the daemon came up 1.5 s after "at" at the earliest: it ran late, within its grace
+    assert late_runs(daemons.log(), "late-ok")[0] >= 1500
     # the fires "often" missed while down were coalesced into one run for the latest of them: no
     # run replays an older fire (it would be late by more than the 2 s interval)
     lates = late_runs(daemons.log(), "often")
@@ -208,9 +209,9 @@ def test_a_sigkilled_daemon_leaves_no_run_running_forever(daemons: Daemons) -> N
     psutil.Process(int(ready.read_text())).kill()  # ... and so does one run (as systemd would)
     wait_until(lambda: gone(int(ready.read_text())), what="the run process to die")
     assert daemons.runs("long")[0].status == "running"  # nobody closed it yet
-    second = daemons.start()
+    second = daemons.start()  # alive once it holds the lease; it recovers the runs right after
+    wait_until(lambda: "survived the previous daemon" in daemons.log(), what="the adoption")
     assert daemons.runs("long")[0].status == "interrupted"
-    assert "survived the previous daemon" in daemons.log()
     assert daemons.runs("survivor")[0].status == "running"
     wait_until(lambda: daemons.runs("survivor")[0].status != "running", what="the adopted run")
     assert daemons.runs("survivor")[0].status == "succeeded"

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
 from shared.errors import ConfigError
-from shared.settings import load_settings
+from shared.settings import BrowserSettings, load_settings
 from tests.conftest import kansli
 
 
@@ -54,3 +55,19 @@ def test_cli_bad_env_value_is_one_line_and_exit_4(kansli_env: Path) -> None:
     assert result.returncode == 4
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "KANSLI_BROWSER__HEADLESS" in lines[0]
+
+
+def test_chromium_detection_prefers_the_headless_shell_when_headless(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Detection on PATH: headless runs take the headless shell, headed runs and fallbacks `chromium`."""
+    for name in ("chromium", "chromium-headless-shell"):
+        (tmp_path / name).symlink_to(shutil.which(name) or f"/usr/bin/{name}")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert BrowserSettings().chromium_path() == tmp_path / "chromium-headless-shell"
+    assert BrowserSettings(headless=False).chromium_path() == tmp_path / "chromium"
+    (tmp_path / "chromium-headless-shell").unlink()
+    assert BrowserSettings().chromium_path() == tmp_path / "chromium"
+    assert BrowserSettings(executable_path=Path("/opt/x/chrome")).chromium_path() == Path("/opt/x/chrome")
+    (tmp_path / "chromium").unlink()
+    assert BrowserSettings().chromium_path() is None
