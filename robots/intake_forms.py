@@ -14,8 +14,6 @@ the default fills field by field through accessible locators, as a person would.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -29,23 +27,20 @@ from shared.browser import (
     FieldValue,
     Select,
     click_button,
-    field_errors,
     goto,
     open_browser,
-    submit_form,
+    submit_step,
 )
 from shared.errors import InputError, LoginError
 from shared.excel import Row, read_rows, result_cells, row_key, write_results
 from shared.files import writable_directory
-from shared.items import ItemResult, WorkItem
+from shared.items import ItemResult, WorkItem, crash_point
 from shared.registry import robot
 from shared.runner import Run, file_batch
 from shared.settings import EServiceSettings
 
 DEFAULT_OUTPUT = Path("var/out/intake_forms")
 RESULT_COLUMNS = ("status", "case number", "error")
-#: Test hook: SIGKILL this process right after the n-th "Skicka in" got its answer.
-KILL_AFTER_SUBMIT_ENV = "KANSLI_TEST_KILL_AFTER_SUBMIT"
 
 
 class Intake(BaseModel):
@@ -97,7 +92,6 @@ async def submit_all(
     """Open the browser and the logged-in contexts, then submit every row."""
     eservice = run.settings.eservice
     base = eservice.url.rstrip("/")
-    submits = _KillSwitch()
 
     async def submit(item: WorkItem) -> dict[str, str]:
         row: Row[Intake] = item.data
@@ -105,10 +99,11 @@ async def submit_all(
             raise InputError(row.error or f"row {row.number}: invalid")
         async with pool.session(item) as page:
             await goto(page, f"{base}/ansokan/steg1")
-            await fill_step(page, applicant(row.model), "Nästa", row.number, fast)
-            await fill_step(page, errand(row.model), "Granska", row.number, fast)
+            where = f"row {row.number}"
+            await submit_step(page, applicant(row.model), "Nästa", fast=fast, where=where)
+            await submit_step(page, errand(row.model), "Granska", fast=fast, where=where)
             await click_button(page, "Skicka in")
-            submits.count()
+            crash_point("submitted")  # the case exists, the ledger does not know yet
             return {"case_number": (await page.locator("#case-number").inner_text()).strip()}
 
     async def already_submitted(item: WorkItem) -> dict[str, str] | None:
@@ -142,19 +137,6 @@ async def log_in(page: Any, eservice: EServiceSettings) -> None:
         raise LoginError(f"the e-service at {base} refused the login of user {eservice.username!r}")
 
 
-async def fill_step(page: Any, values: dict[str, FieldValue], button: str, row: int, fast: bool) -> None:
-    """Fill one step and go on; the e-service's validation errors become an :class:`InputError`."""
-    try:
-        response = await submit_form(page, values, button, fast=fast)
-    except InputError as error:
-        raise InputError(f"row {row}: {error}") from None
-    if response is not None and response.status in (400, 422):
-        errors = await field_errors(page)
-        described = "; ".join(f"{label}: {message}" if label else message
-                              for label, message in errors.items())
-        raise InputError(f"row {row}: {described or f'the e-service refused the step ({response.status})'}")
-
-
 def applicant(intake: Intake) -> dict[str, FieldValue]:
     """Step 1, "Sökande", by label."""
     return {
@@ -173,16 +155,3 @@ def errand(intake: Intake) -> dict[str, FieldValue]:
         "Beskrivning": intake.beskrivning, "Er referens": intake.referens,
         "Jag intygar att uppgifterna är riktiga": True,
     }
-
-
-class _KillSwitch:
-    """The crash test's hook (``KANSLI_TEST_KILL_AFTER_SUBMIT=n``); does nothing when unset."""
-
-    def __init__(self) -> None:
-        self.limit = int(os.environ.get(KILL_AFTER_SUBMIT_ENV, "0") or 0)
-        self.submits = 0
-
-    def count(self) -> None:
-        self.submits += 1
-        if self.limit and self.submits >= self.limit:
-            os.kill(os.getpid(), signal.SIGKILL)

@@ -14,7 +14,9 @@ parallel" is natural only with asyncio). The pieces:
 * :func:`goto`, :func:`click_and_wait`, :func:`check_response`: navigation whose 5xx answers,
   timeouts and expired sessions become :class:`TargetUnavailableError` / :class:`SessionExpiredError`;
 * :func:`fill_form` (per field, with accessible locators, or ``fast``: every field of a step in one
-  browser round trip, firing ``input``/``change`` events) and :func:`field_errors`.
+  browser round trip, firing ``input``/``change`` events) and :func:`field_errors`;
+  :func:`submit_step` fills, submits and turns the target's validation errors into an
+  :class:`~shared.errors.InputError` naming each field.
 
 Tracing is stopped around every login, so a saved trace never holds the password.
 """
@@ -240,6 +242,26 @@ async def submit_form(
     except PlaywrightError as error:
         raise target_error(error, page) from None
     return check_response(page, response)
+
+
+async def submit_step(
+    page: Page, values: Mapping[str, FieldValue], button: str, *, fast: bool = False, where: str = ""
+) -> Response | None:
+    """:func:`submit_form`, with the target's refusal of the values as an :class:`InputError`.
+
+    An answer of HTTP 400 or 422 is validation: the page's field errors (:func:`field_errors`) make
+    the message, after ``where`` (say ``"row 12"``), so a bad row ends as a business error.
+    """
+    prefix = f"{where}: " if where else ""
+    try:
+        response = await submit_form(page, values, button, fast=fast)
+    except InputError as error:
+        raise InputError(f"{prefix}{error}") from None
+    if response is not None and response.status in (400, 422):
+        errors = await field_errors(page)
+        described = "; ".join(f"{label}: {text}" if label else text for label, text in errors.items())
+        raise InputError(f"{prefix}{described or f'the e-service refused the step ({response.status})'}")
+    return response
 
 
 # -- forms -------------------------------------------------------------------------------------

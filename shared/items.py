@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import os
+import signal
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -44,6 +47,20 @@ if TYPE_CHECKING:
 OUTCOMES = ("done", "business_error", "app_error", "skipped")
 UNFINISHED = ("in_progress", "app_error")
 MAX_ERROR_LENGTH = 500
+#: Crash tests: ``KANSLI_TEST_CRASH_AT=NAME:N`` SIGKILLs the process the N-th time it passes
+#: ``crash_point(NAME)``; unset (always, outside tests), a crash point does nothing.
+CRASH_AT_ENV = "KANSLI_TEST_CRASH_AT"
+_crash_passes: Counter[str] = Counter()
+
+
+def crash_point(name: str) -> None:
+    """Mark a point where a crash would hurt most (after an effect, before its ledger entry)."""
+    wanted = os.environ.get(CRASH_AT_ENV)
+    if not wanted or wanted.partition(":")[0] != name:
+        return
+    _crash_passes[name] += 1
+    if _crash_passes[name] >= int(wanted.partition(":")[2] or 1):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dataclass

@@ -126,7 +126,7 @@ def test_sigkill_at_several_points_then_rerun_submits_each_row_once(
     env = {**os.environ, "PYTHONPATH": str(REPO)}
 
     # 1: the robot kills itself right after the 3rd "Skicka in" was answered (case stored, not ledgered)
-    hook = subprocess.run(command, cwd=kansli_env, env={**env, "KANSLI_TEST_KILL_AFTER_SUBMIT": "3"},
+    hook = subprocess.run(command, cwd=kansli_env, env={**env, "KANSLI_TEST_CRASH_AT": "submitted:3"},
                           capture_output=True, timeout=120)
     assert hook.returncode == -signal.SIGKILL
     # 2 and 3: killed from outside once the site holds 10, then 18 cases

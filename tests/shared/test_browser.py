@@ -22,8 +22,9 @@ from shared.browser import (
     goto,
     open_browser,
     submit_form,
+    submit_step,
 )
-from shared.errors import BrowserNotFoundError, SessionExpiredError, TargetUnavailableError
+from shared.errors import BrowserNotFoundError, InputError, SessionExpiredError, TargetUnavailableError
 from shared.items import WorkItem
 from shared.settings import BrowserSettings, Settings, load_settings
 from tests.conftest import ESERVICE_PASSWORD
@@ -73,7 +74,11 @@ def test_fill_submit_and_read_field_errors(eservice: RunningSite, fast: bool) ->
             response = await submit_form(page, bad, "Nästa", fast=fast)
             assert response is not None and response.status == 422
             errors = await field_errors(page)
-            await submit_form(page, APPLICANT, "Nästa", fast=fast)
+            with pytest.raises(InputError) as refused:  # the same, as a business error
+                await submit_step(page, bad, "Nästa", fast=fast, where="row 7")
+            assert str(refused.value).startswith("row 7: Personnummer: Personnumret har fel kontrollsiffra")
+            assert "E-post: Ange en giltig e-postadress" in str(refused.value)
+            await submit_step(page, APPLICANT, "Nästa", fast=fast)
             await submit_form(page, ERRAND, "Granska", fast=fast)
             review = await page.locator("#review-arendetyp").inner_text()
             await submit_form(page, {}, "Skicka in", fast=fast)
