@@ -15,13 +15,14 @@ Every variant uses the Chromium that Kansli's settings find (the headless shell 
 the one given with ``--chromium``. "cores busy" is the machine's CPU time over the variant's wall
 time: near the core count, more workers have nothing left to use.
 
-    .venv/bin/python bench/forms.py [--rows 200] [--quick] [--chromium /usr/bin/chromium]
+    .venv/bin/python bench/forms.py [--rows 200] [--quick] [--chromium PATH] [--also /usr/bin/chromium]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -128,13 +129,17 @@ def naive(url: str, rows: list[Intake]) -> float:
 # -- Kansli --------------------------------------------------------------------------------------
 
 
-def kansli(url: str, register: Path, work: Path, workers: int, fast: bool) -> float:
+def kansli(url: str, register: Path, work: Path, workers: int, fast: bool,
+           chromium: Path | None = None) -> float:
     from shared.runner import Runner
     from shared.settings import reset_settings
 
     run_dir = Path(tempfile.mkdtemp(dir=work))
     os.environ.update({"KANSLI_DATA_DIR": str(run_dir / "data"), "KANSLI_LOG_DIR": str(run_dir / "log"),
                        "KANSLI_ESERVICE__URL": url})
+    default_chromium = os.environ.get("KANSLI_BROWSER__EXECUTABLE_PATH")
+    if chromium is not None:
+        os.environ["KANSLI_BROWSER__EXECUTABLE_PATH"] = str(chromium)
     reset_settings()
     runner = Runner()
     params = {"input": str(register), "output_dir": str(run_dir / "out"), "workers": workers,
@@ -142,12 +147,16 @@ def kansli(url: str, register: Path, work: Path, workers: int, fast: bool) -> fl
     started = time.perf_counter()
     record = runner.run("intake_forms", params, trigger="bench")
     elapsed = time.perf_counter() - started
+    os.environ.pop("KANSLI_BROWSER__EXECUTABLE_PATH", None)
+    if default_chromium is not None:
+        os.environ["KANSLI_BROWSER__EXECUTABLE_PATH"] = default_chromium
     assert record.status == "succeeded", record.error
     return elapsed
 
 
-def _kansli_job(url: str, register: Path, work: Path, workers: int, fast: bool) -> Callable[[], float]:
-    return lambda: kansli(url, register, work, workers, fast)
+def _kansli_job(url: str, register: Path, work: Path, workers: int, fast: bool,
+                chromium: Path | None = None) -> Callable[[], float]:
+    return lambda: kansli(url, register, work, workers, fast, chromium)
 
 
 # -- the table -----------------------------------------------------------------------------------
@@ -164,7 +173,7 @@ def measure(name: str, rows: int, job: Callable[[], float], table: list[tuple[st
     cores = (busy_seconds() - busy) / elapsed
     rate = rows / elapsed
     table.append((name, rate))
-    print(f"  {name:<28} {rows:>4} rows in {elapsed:6.1f} s = {rate:5.2f} forms/s, "
+    print(f"  {name:<36} {rows:>4} rows in {elapsed:6.1f} s = {rate:5.2f} forms/s, "
           f"{cores:.2f} cores busy", flush=True)
 
 
@@ -172,11 +181,11 @@ def print_table(table: list[tuple[str, float]]) -> None:
     rates = dict(table)
     plain, naive_rate = rates["plain loop (1 page)"], rates["naive (browser per row)"]
     one = {fill: rates[f"kansli {fill}, 1 worker"] for fill in ("per-field", "fast")}
-    print(f"\n{'variant':<28} {'forms/s':>8} {'x plain':>8} {'x naive':>8} {'x 1 worker':>10}")
+    print(f"\n{'variant':<36} {'forms/s':>8} {'x plain':>8} {'x naive':>8} {'x 1 worker':>10}")
     for name, rate in table:
-        fill = "fast" if name.startswith("kansli fast") else "per-field"
-        vs_one = f"{rate / one[fill]:10.2f}" if name.startswith("kansli") else f"{'':>10}"
-        print(f"{name:<28} {rate:8.2f} {rate / plain:8.2f} {rate / naive_rate:8.2f} {vs_one}")
+        same = rates.get(re.sub(r"\d+ workers?", "1 worker", name))
+        vs_one = f"{rate / same:10.2f}" if name.startswith("kansli") and same else f"{'':>10}"
+        print(f"{name:<36} {rate:8.2f} {rate / plain:8.2f} {rate / naive_rate:8.2f} {vs_one}")
     checks = [
         ("per-field 1 worker >= 0.9 x plain", one["per-field"] / plain, 0.9),
         ("fast 1 worker >= 1.3 x plain", one["fast"] / plain, 1.3),
@@ -195,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=200, help="rows per variant (default 200)")
     parser.add_argument("--quick", action="store_true", help="40 rows, workers 1 and 2 only")
     parser.add_argument("--chromium", type=Path, help="this Chromium instead of the one detected")
+    parser.add_argument("--also", type=Path, metavar="CHROMIUM",
+                        help="also run Kansli fast fill with 1 and 2 workers on this Chromium")
     args = parser.parse_args(argv)
     if args.chromium:
         os.environ["KANSLI_BROWSER__EXECUTABLE_PATH"] = str(args.chromium)
@@ -218,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
             variants += [(f"kansli fast, {n} worker{'s' if n > 1 else ''}", n, True) for n in workers]
             for name, n, fast in variants:
                 measure(name, count, _kansli_job(url, register, work, n, fast), table)
+            for n in (1, 2) if args.also else ():
+                name = f"kansli fast, {n} worker{'s' if n > 1 else ''} [{args.also.name}]"
+                measure(name, count, _kansli_job(url, register, work, n, True, args.also), table)
         finally:
             site.terminate()
             site.wait(timeout=10)

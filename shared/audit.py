@@ -488,6 +488,10 @@ class AuditLog:
         assert isinstance(cleaned, dict)
         return cleaned
 
+    def clean(self, value: Any) -> Any:
+        """``value`` as the trail would store it (to compare a value with what was written)."""
+        return self._clean(value)
+
     def _clean(self, value: Any) -> Any:
         """JSON-safe, pseudonymised (when keyed) and redacted copy of ``value``."""
         if isinstance(value, str):

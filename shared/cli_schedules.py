@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from shared.store import Store
 
 schedules_app = typer.Typer(
-    help="The schedules of the scheduler daemon: list (default), validate, pause, resume, trigger.",
+    help="The schedules of the scheduler daemon: list (default), validate, pause, resume, trigger, history.",
     invoke_without_command=True,
     no_args_is_help=False,
     rich_markup_mode=None,

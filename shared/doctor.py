@@ -69,4 +69,6 @@ def check_chromium(settings: Settings) -> Check:
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError) as error:
         return Check("chromium", False, f"{path} does not start: {error}", fix)
+    if not any(name in version for name in ("Chromium", "Chrome")):
+        return Check("chromium", False, f"{path} is not Chromium (--version: {version[:80]!r})", fix)
     return Check("chromium", True, f"{version} at {path}")

@@ -226,6 +226,7 @@ class ItemProcessor:
         error_class = type(error).__name__ if error is not None else None
         self._record(item, outcome, started, output=output, error=message,
                      error_class=error_class, finished_at=utcnow())
+        crash_point("item.recorded")  # in the ledger, not yet in the audit trail
         if error is not None:
             logger.bind(console=False).warning("item {} ended {}: {}", item.key, outcome, message)
         return ItemResult(item.key, outcome, item.position, output=output, error=message,

@@ -15,6 +15,7 @@ import secrets
 import signal
 import socket
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from loguru import logger
 from shared.audit import AuditLog, RunAudit, anchor_head
 from shared.errors import AlreadyRunningError, ConfigError, KansliError, RunCancelledError
 from shared.items import (
+    OUTCOMES,
     AsyncHandler,
     AsyncReconcile,
     Handler,
@@ -158,12 +160,56 @@ class _AuditedProgress:
 
     def advance(self, result: ItemResult) -> None:
         if self.audit is not None:
-            output = None if result.output is None else json.dumps(result.output, ensure_ascii=False)
-            self.audit.item(result.key, result.outcome, {
-                "attempts": result.attempts, "output_ref": (output or "")[:200] or None,
-                "error_class": result.error_class, "reconciled": result.reconciled,
-            })
+            self.audit.item(result.key, result.outcome, item_audit_data(
+                result.output, result.attempts, result.error_class, result.reconciled))
         self.inner.advance(result)
+
+
+def item_audit_data(output: Any, attempts: int, error_class: str | None, reconciled: bool) -> dict[str, Any]:
+    """What an ``item.outcome`` event says besides the key and outcome (an error's class, never its text)."""
+    text = None if output is None else json.dumps(output, ensure_ascii=False)
+    return {"attempts": attempts, "output_ref": (text or "")[:200] or None,
+            "error_class": error_class, "reconciled": reconciled}
+
+
+def audit_closed_run(log: AuditLog, store: Store, run_id: str, cause: str) -> int:
+    """Close in the trail a run that its own process could not close (it died or was killed).
+
+    Item outcomes the ledger holds and the trail lacks (the process died between two batches of
+    item events) are written first, with ``recovered: true``; then ``run.finished`` with the status
+    the run was closed with, ``cause`` (``process_gone``, ``timeout``, ...) and ``closed_by``. Nothing
+    is written when the trail already has the run's end. Returns the number of recovered items.
+    """
+    record = store.get_run(run_id)
+    if record is None:
+        return 0
+    since = datetime.fromisoformat(record.started_at).astimezone(UTC).date()
+    written: Counter[str] = Counter()
+    for event in log.search(since=since, run_id=run_id):
+        if event["event"] == "run.finished":
+            return 0
+        if event["event"] == "item.outcome":
+            written[str(event["data"].get("item_key"))] += 1
+    audit = RunAudit(log, run_id, record.robot, audit_actor(record.trigger))
+    items = [item for item in store.list_items(run_id) if item.outcome in OUTCOMES]
+    recovered = 0
+    for item in items:
+        key = str(log.clean(item.key))
+        if written[key] > 0:
+            written[key] -= 1
+            continue
+        data = item_audit_data(item.output, item.attempts, item.error_class, False)
+        audit.item(item.key, item.outcome, {**data, "reconciled": None, "recovered": True})
+        recovered += 1
+    counts = Counter(item.outcome for item in items)
+    audit.event("run.finished", {
+        "status": record.status, "items_total": len(items), "items_done": counts["done"],
+        "items_skipped": counts["skipped"], "items_business_error": counts["business_error"],
+        "items_app_error": counts["app_error"], "error_class": None, "cause": cause,
+        "closed_by": current_actor(), "recovered_items": recovered,
+    })
+    anchor_head(log, store)
+    return recovered
 
 
 def audit_actor(trigger: str) -> str:
@@ -375,7 +421,20 @@ class Runner:
             for record in self.store.list_runs(robot=robot, status="running", limit=1000)
             if record.actor.endswith(f"@{host}") and not _alive(record.pid)
         ]
-        return self.store.mark_interrupted(dead, "the process running it ended unexpectedly")
+        closed = self.store.mark_interrupted(dead, "the process running it ended unexpectedly")
+        for run_id in dead:
+            self.close_in_audit(run_id, "process_gone")
+        return closed
+
+    def close_in_audit(self, run_id: str, cause: str) -> None:
+        """:func:`audit_closed_run`, logged and never fatal (the run history is already right)."""
+        try:
+            recovered = audit_closed_run(self.audit_log, self.store, run_id, cause)
+        except KansliError as failure:
+            logger.error("could not close run {} in the audit trail: {}", run_id, failure)
+            return
+        if recovered:
+            logger.info("run {}: {} item outcome(s) recovered into the audit trail", run_id, recovered)
 
 
 def _alive(pid: int | None) -> bool:

@@ -113,6 +113,18 @@ def record_action(
     _audit_action(action, schedule_id, safe, who)
 
 
+def _audit_run_without_process(settings: Settings, event: str, record: RunRecord, reason: str | None) -> None:
+    """A scheduled run that never got a process of its own (skipped, missed, failed to start)."""
+    from shared.audit import AuditLog
+
+    data = {"trigger": record.trigger, "status": record.status, "reason": reason}
+    try:
+        AuditLog.from_settings(settings).append(
+            event, run_id=record.run_id, robot=record.robot, actor=record.trigger, data=data)
+    except KansliError as error:
+        logger.error("could not write {} to the audit trail: {}", event, error)
+
+
 #: Operator actions and daemon events as the audit trail names them.
 AUDIT_EVENTS = {
     "schedule.pause": "schedule.paused", "schedule.resume": "schedule.resumed",
@@ -564,6 +576,8 @@ class Daemon:
             started_at=started_at or now, finished_at=now, error=reason,
         )
         self.store.create_run(record)
+        event = {"skipped": "run.skipped", "missed": "run.missed"}.get(status, "run.finished")
+        _audit_run_without_process(self.settings, event, record, reason if event != "run.finished" else None)
         return record
 
     # -- sync -------------------------------------------------------------------------------------
@@ -764,8 +778,11 @@ class Daemon:
         if record is None:
             self._record_without_run(child.schedule, status, reason)
             return
+        if record.status != "running":
+            return  # it ended on its own just before the kill
         record.status, record.finished_at, record.error = status, utcnow(), reason
         self.store.finish_run(record)
+        Runner(self.settings, self.store).close_in_audit(record.run_id, status)
 
     def _closed_record(self, child: ChildRun) -> RunRecord:
         record = self.store.get_run(child.run_id)
@@ -777,6 +794,7 @@ class Daemon:
         if record is None:  # it ended before the runner opened a record (bad parameters, ...)
             return self._record_without_run(child.schedule, "failed", reason[:2000])
         self.store.mark_interrupted([record.run_id], reason[:2000])
+        Runner(self.settings, self.store).close_in_audit(record.run_id, "process_exited")
         return self.store.get_run(record.run_id) or record
 
     def _notify(self, schedule: Schedule, record: RunRecord) -> None:

@@ -137,3 +137,29 @@ def test_a_killed_run_is_closed_as_interrupted(kansli_env: Path, sample_runner: 
     assert sample_runner.store.list_runs(robot="sleeper", limit=1)[0].status == "running"
     assert sample_runner.reap_interrupted() == 1
     assert sample_runner.store.list_runs(robot="sleeper", limit=1)[0].status == "interrupted"
+
+
+def test_item_events_lost_with_a_killed_run_are_recovered_into_the_audit_trail(
+    kansli_env: Path, sample_runner: Runner
+) -> None:
+    """Killed after the 75th item reached the ledger: items 51-75 were not in the trail yet."""
+    killed = subprocess.run(
+        [sys.executable, "-m", "shared.cli", "run", "counting", "-p", "count=120"], cwd=kansli_env,
+        env={**os.environ, "PYTHONPATH": str(REPO), **SAMPLE_ENV, "KANSLI_TEST_CRASH_AT": "item.recorded:75"},
+        capture_output=True, text=True, timeout=60,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    [record] = sample_runner.store.list_runs(robot="counting", limit=1)
+    log = sample_runner.audit_log
+    before = [e for e in log.search(run_id=record.run_id) if e["event"] == "item.outcome"]
+    assert len(before) == 50  # one batch written, the next one died with the process
+    assert sample_runner.reap_interrupted() == 1
+    assert sample_runner.reap_interrupted() == 0  # closed once
+    events = list(log.search(run_id=record.run_id))
+    items = [e for e in events if e["event"] == "item.outcome"]
+    assert sorted(e["data"]["item_key"] for e in items) == sorted(f"k{n}" for n in range(75))
+    assert sum(1 for e in items if e["data"].get("recovered")) == 25
+    [finished] = [e for e in events if e["event"] == "run.finished"]
+    assert finished["data"]["status"] == "interrupted" and finished["data"]["cause"] == "process_gone"
+    assert finished["data"]["items_done"] == 75 and finished["data"]["recovered_items"] == 25
+    assert log.verify().ok

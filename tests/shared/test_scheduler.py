@@ -14,6 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from shared.audit import AuditLog
 from shared.scheduler import daemon_status, next_run_times
 from shared.settings import load_settings
 from shared.store import (
@@ -182,6 +183,8 @@ def test_restart_keeps_schedules_coalesces_and_honours_the_grace(daemons: Daemon
     assert daemons.stop(second) == 0
     [missed] = daemons.runs("late-missed")
     assert missed.status == "missed" and "misfire grace 1s" in (missed.error or "")
+    [audited] = AuditLog.from_settings(load_settings()).search(run_id=missed.run_id)
+    assert audited["event"] == "run.missed" and audited["actor"] == "schedule:late-missed"
     [late_ok] = daemons.runs("late-ok")
     assert late_ok.status == "succeeded"
     # the daemon came up 1.5 s after "at" at the earliest: it ran late, within its grace
@@ -262,6 +265,10 @@ def test_a_timed_out_run_is_killed_with_its_children(daemons: Daemons) -> None:
     assert "timed out after 3s" in (record.error or "")
     wait_until(lambda: gone(robot_pid) and gone(sleep_pid), timeout=5, what="no orphans")
     assert daemons.stop(daemon) == 0
+    trail = AuditLog.from_settings(load_settings())
+    [finished] = [e for e in trail.search(run_id=record.run_id) if e["event"] == "run.finished"]
+    assert finished["data"]["status"] == "timeout" and finished["data"]["cause"] == "timeout"
+    assert trail.verify().ok
 
 
 def test_pause_and_resume_survive_a_restart(daemons: Daemons) -> None:
