@@ -10,10 +10,16 @@ from pathlib import Path
 
 from shared.errors import InputError
 
+_UMASK = os.umask(0o022)  # read once, at import (os.umask can only be read by setting it)
+os.umask(_UMASK)
+
 
 @contextmanager
 def atomic_path(destination: Path) -> Iterator[Path]:
-    """Yield a temp path beside ``destination``; on success it replaces ``destination``."""
+    """Yield a temp path beside ``destination``; on success it replaces ``destination``.
+
+    The result gets the mode a plain ``open`` would give it (the umask's), not the temp file's 0600.
+    """
     destination.parent.mkdir(parents=True, exist_ok=True)
     handle, name = tempfile.mkstemp(
         prefix=f".{destination.name}.", suffix=".part", dir=destination.parent
@@ -22,6 +28,8 @@ def atomic_path(destination: Path) -> Iterator[Path]:
     temporary = Path(name)
     try:
         yield temporary
+        if temporary.exists():
+            os.chmod(temporary, 0o666 & ~_UMASK)
         os.replace(temporary, destination)
     finally:
         temporary.unlink(missing_ok=True)

@@ -8,6 +8,7 @@ with context (``logger.bind(...)`` or the run's ``logger.contextualize``).
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -17,7 +18,7 @@ from typing import IO, Any, TextIO
 
 from loguru import logger
 
-from shared.redaction import redact
+from shared.redaction import redact, redact_value
 
 TEXT_FORMAT = (
     "{time:YYYY-MM-DD HH:mm:ss.SSS} | {level: <8} | {extra[robot]} | {extra[run_id]} | "
@@ -33,21 +34,50 @@ except ValueError:
 
 
 class RedactingWriter:
-    """A loguru sink writing to an open text stream, masking on the way out."""
+    """A loguru sink writing to an open text stream, masking on the way out.
 
-    def __init__(self, stream: IO[str], *, close: bool = False) -> None:
+    ``json_lines``: each message is a loguru-serialised record, which is parsed and masked field by
+    field (masking the JSON text itself would miss a secret holding ``"`` or ``\\``, and could take
+    a timestamp for an identity number). A failing write (a full disk) is reported once on stderr,
+    masked and without the record, and never raised into the code that logged.
+    """
+
+    def __init__(self, stream: IO[str], *, close: bool = False, json_lines: bool = False) -> None:
         self.stream = stream
         self._close = close
+        self._json = json_lines
         self._lock = threading.Lock()
+        self._failed = False
 
     def write(self, message: str) -> None:
+        text = _redact_json_line(message) if self._json else redact(message)
         with self._lock:
-            self.stream.write(redact(message))
-            self.stream.flush()
+            try:
+                self.stream.write(text)
+                self.stream.flush()
+            except (OSError, ValueError) as error:
+                self._report(error)
 
     def stop(self) -> None:
         if self._close:
-            self.stream.close()
+            try:
+                self.stream.close()
+            except OSError as error:
+                self._report(error)
+
+    def _report(self, error: BaseException) -> None:
+        if not self._failed:
+            self._failed = True
+            name = getattr(self.stream, "name", "a log stream")
+            sys.stderr.write(redact(f"kansli: cannot write {name}: {error}; its records are lost\n"))
+
+
+def _redact_json_line(line: str) -> str:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return redact(line)
+    return json.dumps(redact_value(record), ensure_ascii=False) + "\n"
 
 
 def configure_console(
@@ -58,10 +88,14 @@ def configure_console(
     target = write if write is not None else sys.stderr.write
 
     def sink(message: str) -> None:
-        target(redact(message))
+        try:
+            target(redact(message))
+        except (OSError, ValueError):
+            pass  # a closed or broken console loses its records; the run's files still have them
 
+    # catch=False: loguru's own error handler would print the whole record, unmasked, to stderr
     return logger.add(sink, level=level.upper(), format=CONSOLE_FORMAT, colorize=colorize,
-                      filter=_for_console, diagnose=False, backtrace=False)
+                      filter=_for_console, diagnose=False, backtrace=False, catch=False)
 
 
 def _for_console(record: Any) -> bool:
@@ -76,14 +110,15 @@ def run_sinks(run_dir: Path, run_id: str, level: str = "DEBUG") -> Iterator[None
         return bool(record["extra"].get("run_id") == run_id)
 
     writers = [
-        RedactingWriter((run_dir / "log.jsonl").open("a", encoding="utf-8"), close=True),
+        RedactingWriter((run_dir / "log.jsonl").open("a", encoding="utf-8"), close=True, json_lines=True),
         RedactingWriter((run_dir / "log.txt").open("a", encoding="utf-8"), close=True),
     ]
+    # catch=False: the writers never raise, and loguru's handler would print records unmasked
     ids = [
         logger.add(writers[0].write, level=level, filter=belongs, serialize=True,
-                   diagnose=False, backtrace=False, catch=True),
+                   diagnose=False, backtrace=False, catch=False),
         logger.add(writers[1].write, level=level, filter=belongs, format=TEXT_FORMAT,
-                   diagnose=False, backtrace=False, catch=True),
+                   diagnose=False, backtrace=False, catch=False),
     ]
     try:
         yield
