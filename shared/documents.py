@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from docxtpl import DocxTemplate
-from jinja2 import Environment, Template
+from jinja2 import Environment, Template, UndefinedError
 
 from shared.errors import InputError, TemplateFieldError
 from shared.files import atomic_path
@@ -55,6 +55,8 @@ class DocumentTemplate:
     def __init__(self, path: Path) -> None:
         if not path.exists():
             raise InputError(f"{path}: template not found")
+        if not path.is_file():
+            raise InputError(f"{path}: is not a file")
         self.path = path
         self._content = path.read_bytes()
         self._environment = _CompilingOnce()
@@ -82,7 +84,10 @@ class DocumentTemplate:
     def render(self, context: Mapping[str, Any], destination: Path) -> Path:
         """Render with ``context`` to ``destination`` (temp file, then rename)."""
         document = self._load()
-        document.render(dict(context), jinja_env=self._environment, autoescape=True)
+        try:
+            document.render(dict(context), jinja_env=self._environment, autoescape=True)
+        except UndefinedError as error:
+            raise TemplateFieldError(f"{self.path}: the data lacks a field: {error.message}") from None
         with atomic_path(destination) as temporary:
             document.save(str(temporary))
         return destination

@@ -48,7 +48,8 @@ def open_workbook(path: Path, *, read_only: bool) -> Workbook:
     if path.is_dir():
         raise InputError(f"{path}: is a directory, not an Excel file")
     try:
-        return load_workbook(path, read_only=read_only, data_only=True)
+        # reading wants values; a copy (``write_results``) keeps the formulas as they are
+        return load_workbook(path, read_only=read_only, data_only=read_only)
     except (InvalidFileException, zipfile.BadZipFile, KeyError, OSError, ValueError):
         raise InputError(f"{path}: not an Excel .xlsx workbook") from None
 
@@ -70,7 +71,10 @@ def read_rows(path: Path, model: type[M], *, sheet: str | None = None) -> Iterat
     """Stream the rows of ``path`` as ``model`` instances; blank rows are passed over."""
     workbook = open_workbook(path, read_only=True)
     try:
-        rows = _sheet(workbook, path, sheet).iter_rows(values_only=True)
+        worksheet = _sheet(workbook, path, sheet)
+        if hasattr(worksheet, "reset_dimensions"):
+            worksheet.reset_dimensions()  # a stored used range may be wrong (some tools write "A1")
+        rows = worksheet.iter_rows(values_only=True)
         header = _header(next(rows, None), path, model)
         for number, cells in enumerate(rows, start=2):
             if all(cell is None or str(cell).strip() == "" for cell in cells):
