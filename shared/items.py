@@ -169,6 +169,8 @@ class ItemProcessor:
         with logger.contextualize(item=item.key):
             try:
                 output, reconciled = self._attempts(item, started)
+            except RunCancelledError:
+                raise
             except InputError as error:
                 return self._finish(item, started, "business_error", error=error)
             except Exception as error:  # noqa: BLE001 - any failure of the target is an app error
@@ -269,9 +271,13 @@ class ItemProcessor:
         return await self.handler(item), False
 
     def record_skipped(self, results: list[ItemResult]) -> None:
-        """Store the items this run did not need to do, so ``kansli show`` lists them too."""
+        """Store the items this run did not need to do, so ``kansli show`` lists them too.
+
+        A repeated key is stored as ``KEY (duplicate at POSITION)``: the run's items are unique by key.
+        """
         self.store.record_items(
-            ItemRecord(run_id=self.run.run_id, key=r.key, robot=self.run.robot.name,
+            ItemRecord(run_id=self.run.run_id, robot=self.run.robot.name,
+                       key=r.key if r.outcome == "skipped" else f"{r.key} (duplicate at {r.position})",
                        outcome=r.outcome, position=r.position, output=r.output, error=r.error,
                        error_class=r.error_class)
             for r in results
@@ -288,11 +294,11 @@ def _log_retry(state: RetryCallState) -> None:
 def run_batch(
     processor: ItemProcessor, items: Iterable[WorkItem], progress: Progress, workers: int = 1
 ) -> list[ItemResult]:
-    """Process every item, in order with one worker or in a thread pool with several."""
+    """Process every item (one worker in order, several in a thread pool), results in input order."""
     planned = _planned(processor, items, progress)
     if workers <= 1:
         results = []
-        for item, ready in planned:
+        for _, item, ready in planned:
             result = ready or processor.process(item)
             progress.advance(result)
             results.append(result)
@@ -302,33 +308,34 @@ def run_batch(
 
 def _planned(
     processor: ItemProcessor, items: Iterable[WorkItem], progress: Progress
-) -> Iterator[tuple[WorkItem, ItemResult | None]]:
+) -> Iterator[tuple[int, WorkItem, ItemResult | None]]:
+    """Each item with its index in the input and, when it needs no work, its result."""
     skipped: list[ItemResult] = []
-    for item in items:
+    for index, item in enumerate(items):
         ready = processor.plan(item)
         if ready is not None:
             skipped.append(ready)
-        yield item, ready
+        yield index, item, ready
     processor.record_skipped(skipped)
 
 
 def _run_parallel(
     processor: ItemProcessor,
-    planned: Iterator[tuple[WorkItem, ItemResult | None]],
+    planned: Iterator[tuple[int, WorkItem, ItemResult | None]],
     progress: Progress,
     workers: int,
 ) -> list[ItemResult]:
-    results: list[ItemResult] = []
-    pending: set[Future[ItemResult]] = set()
+    results: list[tuple[int, ItemResult]] = []
+    pending: set[Future[tuple[int, ItemResult]]] = set()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="item") as pool:
         try:
-            for item, ready in planned:
+            for index, item, ready in planned:
                 if ready is not None:
                     progress.advance(ready)
-                    results.append(ready)
+                    results.append((index, ready))
                     continue
                 context = contextvars.copy_context()
-                pending.add(pool.submit(context.run, processor.process, item))
+                pending.add(pool.submit(context.run, _indexed, index, processor.process, item))
                 if len(pending) >= workers * 2:
                     pending = _collect(pending, results, progress, FIRST_COMPLETED)
             _collect(pending, results, progress, None)
@@ -336,19 +343,26 @@ def _run_parallel(
             for future in pending:
                 future.cancel()
             raise
-    results.sort(key=lambda result: result.position)
-    return results
+    return _in_input_order(results)
+
+
+def _indexed(index: int, process: Callable[[WorkItem], ItemResult], item: WorkItem) -> tuple[int, ItemResult]:
+    return index, process(item)
+
+
+def _in_input_order(results: list[tuple[int, ItemResult]]) -> list[ItemResult]:
+    return [result for _, result in sorted(results, key=lambda pair: pair[0])]
 
 
 def _collect(
-    pending: set[Future[ItemResult]], results: list[ItemResult], progress: Progress,
-    return_when: str | None,
-) -> set[Future[ItemResult]]:
+    pending: set[Future[tuple[int, ItemResult]]], results: list[tuple[int, ItemResult]],
+    progress: Progress, return_when: str | None,
+) -> set[Future[tuple[int, ItemResult]]]:
     done, still = wait(pending, return_when=return_when or "ALL_COMPLETED")
     for future in done:
-        result = future.result()
+        index, result = future.result()
         progress.advance(result)
-        results.append(result)
+        results.append((index, result))
     return still
 
 
@@ -365,13 +379,13 @@ async def run_batch_async(
     in input order.
     """
     planned = _planned(processor, items, progress)
-    results: list[ItemResult] = []
+    results: list[tuple[int, ItemResult]] = []
 
     async def worker() -> None:
-        for item, ready in planned:  # one shared iterator: each item goes to one task
+        for index, item, ready in planned:  # one shared iterator: each item goes to one task
             result = ready or await processor.process_async(item)
             progress.advance(result)
-            results.append(result)
+            results.append((index, result))
 
     tasks = [asyncio.create_task(worker(), name=f"item-worker-{n}") for n in range(max(1, workers))]
     try:
@@ -381,5 +395,4 @@ async def run_batch_async(
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
-    results.sort(key=lambda result: result.position)
-    return results
+    return _in_input_order(results)

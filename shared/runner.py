@@ -167,7 +167,7 @@ class _AuditedProgress:
 
 def item_audit_data(output: Any, attempts: int, error_class: str | None, reconciled: bool) -> dict[str, Any]:
     """What an ``item.outcome`` event says besides the key and outcome (an error's class, never its text)."""
-    text = None if output is None else json.dumps(output, ensure_ascii=False)
+    text = None if output is None else json.dumps(output, ensure_ascii=False, default=str)
     return {"attempts": attempts, "output_ref": (text or "")[:200] or None,
             "error_class": error_class, "reconciled": reconciled}
 

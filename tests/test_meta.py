@@ -42,3 +42,10 @@ def test_every_cli_command_has_help() -> None:
         for parameter in command.params:
             if parameter.param_type_name == "option" and not getattr(parameter, "hidden", False):
                 assert parameter.help, f"`kansli {name}` option {parameter.name} has no help"
+
+
+def test_tests_mirror_the_framework() -> None:
+    """Every module of shared/ has its own test module in tests/shared/."""
+    modules = sorted(path.stem for path in (REPO / "shared").glob("*.py") if not path.stem.startswith("_"))
+    missing = [name for name in modules if not (REPO / "tests" / "shared" / f"test_{name}.py").is_file()]
+    assert not missing, f"no tests/shared/test_<module>.py for: {', '.join(missing)}"
