@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import zipfile
 from collections.abc import Iterable, Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +21,14 @@ from shared.errors import InputError, TemplateFieldError
 from shared.files import atomic_path
 
 
-def format_kronor(amount: int | None) -> str:
-    """``12500`` as ``12 500 kr`` (Swedish grouping, a no-break space); empty when no amount."""
+def format_kronor(amount: int | float | Decimal | None) -> str:
+    """``12500`` as ``12 500 kr``, ``1234.5`` as ``1 234,50 kr`` (Swedish grouping with no-break
+    spaces, a decimal comma, öre only when there are any); empty when there is no amount."""
     if not amount:
         return ""
-    return f"{amount:,}".replace(",", "\u00a0") + " kr"
+    whole = Decimal(str(amount)) == Decimal(str(amount)).to_integral_value()
+    text = f"{int(amount):,}" if whole else f"{Decimal(str(amount)):,.2f}"
+    return text.replace(",", "\u00a0").replace(".", ",") + " kr"
 
 
 class _CompilingOnce(Environment):

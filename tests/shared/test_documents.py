@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from docx import Document
@@ -136,8 +138,9 @@ def test_a_render_that_fails_leaves_the_old_file_and_no_temp_file(tmp_path: Path
 @pytest.mark.parametrize(("amount", "expected"), [
     (12500, f"12{NBSP}500 kr"), (1234567, f"1{NBSP}234{NBSP}567 kr"), (999, "999 kr"),
     (1000, f"1{NBSP}000 kr"), (5, "5 kr"), (-12500, f"-12{NBSP}500 kr"), (0, ""), (None, ""),
+    (1234.5, f"1{NBSP}234,50 kr"), (2500.0, f"2{NBSP}500 kr"), (Decimal("99.95"), "99,95 kr"),
 ])
-def test_format_kronor_groups_thousands_with_no_break_spaces(amount: int | None, expected: str) -> None:
+def test_format_kronor_groups_thousands_with_no_break_spaces(amount: Any, expected: str) -> None:
     assert format_kronor(amount) == expected
 
 
