@@ -43,6 +43,7 @@ from playwright.async_api import (
     Page,
     Playwright,
     Response,
+    ViewportSize,
     async_playwright,
 )
 from playwright.async_api import Error as PlaywrightError
@@ -159,10 +160,12 @@ async def _launch(playwright: Playwright, executable: Path, settings: BrowserSet
 
 
 async def new_context(browser: Browser, settings: BrowserSettings) -> BrowserContext:
-    """A fresh context: Swedish locale and time zone, the default timeouts, optional asset blocking."""
+    """A fresh context: Swedish locale and time zone, the viewport, the default timeouts, optional asset
+    blocking (which routes every request through Playwright's driver: it pays only on heavy pages)."""
+    width, height = settings.viewport_size
     context = await browser.new_context(
         locale=settings.locale, timezone_id=settings.timezone, accept_downloads=False,
-        service_workers="block",
+        service_workers="block", viewport=ViewportSize(width=width, height=height),
     )
     context.set_default_timeout(settings.timeout_ms)
     context.set_default_navigation_timeout(settings.navigation_timeout_ms)

@@ -38,6 +38,14 @@ class BrowserSettings(BaseModel):
     timezone: str = "Europe/Stockholm"
     block_assets: bool = False
     workers: int = Field(default=1, ge=1, le=16)
+    #: The page size in CSS pixels, ``WIDTHxHEIGHT``. Smaller pages cost Chromium less CPU to paint
+    #: (640x400: ~15% less per form), but a target may switch to its mobile layout below ~1000 wide.
+    viewport: str = Field(default="1280x720", pattern=r"^[1-9]\d{2,3}x[1-9]\d{2,3}$")
+
+    @property
+    def viewport_size(self) -> tuple[int, int]:
+        width, height = self.viewport.split("x")
+        return int(width), int(height)
 
     def chromium_path(self) -> Path | None:
         """The configured executable, else the first Chromium on ``PATH`` (headless: the shell first)."""

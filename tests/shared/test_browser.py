@@ -189,3 +189,17 @@ def test_fill_form_handles_every_kind_of_field(tmp_path: Path, fast: bool) -> No
                                                  f.files[0].name, seen.includes('n')]""")
 
     assert asyncio.run(main()) == ["Åsa", "2027-03-01", "a", True, True, "intyg.txt", True]
+
+
+def test_contexts_get_the_configured_viewport_locale_and_time_zone() -> None:
+    from shared.browser import new_context
+
+    settings = BrowserSettings(viewport="640x400")
+
+    async def main() -> Any:
+        async with open_browser(settings) as browser:
+            page = await (await new_context(browser, settings)).new_page()
+            return await page.evaluate("""() => [innerWidth, innerHeight, navigator.language,
+                                                 Intl.DateTimeFormat().resolvedOptions().timeZone]""")
+
+    assert asyncio.run(main()) == [640, 400, "sv-SE", "Europe/Stockholm"]

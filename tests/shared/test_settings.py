@@ -71,3 +71,12 @@ def test_chromium_detection_prefers_the_headless_shell_when_headless(
     assert BrowserSettings(executable_path=Path("/opt/x/chrome")).chromium_path() == Path("/opt/x/chrome")
     (tmp_path / "chromium").unlink()
     assert BrowserSettings().chromium_path() is None
+
+
+@pytest.mark.parametrize("value", ["1280", "1280x", "0x720", "1280X720", "12800x720"])
+def test_a_bad_viewport_names_the_variable(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("KANSLI_BROWSER__VIEWPORT", value)
+    with pytest.raises(ConfigError, match="KANSLI_BROWSER__VIEWPORT"):
+        load_settings()
+    monkeypatch.setenv("KANSLI_BROWSER__VIEWPORT", "1024x640")
+    assert load_settings().browser.viewport_size == (1024, 640)
