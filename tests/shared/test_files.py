@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
+import signal
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from shared.errors import InputError
-from shared.files import atomic_path, writable_directory
+from shared.files import atomic_path, remove_stale_parts, writable_directory
+from tests.conftest import REPO
 
 
 def leftovers(directory: Path) -> list[str]:
@@ -119,3 +123,18 @@ def test_the_result_gets_the_umask_mode_not_the_temp_files_0600(tmp_path: Path) 
     umask = os.umask(0o022)
     os.umask(umask)
     assert stat.S_IMODE(destination.stat().st_mode) == 0o666 & ~umask
+
+
+def test_temp_files_of_killed_processes_are_removed_and_live_ones_kept(tmp_path: Path) -> None:
+    script = ("import os, signal, sys; from pathlib import Path; from shared.files import atomic_path\n"
+              "with atomic_path(Path(sys.argv[1])) as part:\n"
+              "    part.write_text('halv'); os.kill(os.getpid(), signal.SIGKILL)\n")
+    killed = subprocess.run([sys.executable, "-c", script, str(tmp_path / "beslut.docx")],
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60)
+    assert killed.returncode == -signal.SIGKILL
+    [left] = tmp_path.glob(".beslut.docx.*.part")
+    with atomic_path(tmp_path / "annat.docx") as live:
+        live.write_text("pågår")
+        assert writable_directory(tmp_path) == tmp_path
+        assert not left.exists() and live.exists()  # the dead one's removed, ours kept
+    assert remove_stale_parts(tmp_path) == 0 and not list(tmp_path.glob("*.part"))
