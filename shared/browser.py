@@ -307,15 +307,23 @@ async def _fill_one(page: Page, label: str, value: FieldValue) -> None:
         raise target_error(error, page) from None
 
 
+#: How long a choice may take to appear in a ``<select>`` before Kansli looks whether it is offered.
+SELECT_QUICK_MS = 1000
+
+
 async def _select(control: Locator, label: str, option: str) -> None:
+    """Choose ``option`` by its label or value in one round trip; one the form does not offer is an
+    :class:`InputError` (Playwright alone would wait for it until the timeout, then retry the item)."""
+    try:
+        await control.select_option(option, timeout=SELECT_QUICK_MS)
+        return
+    except PlaywrightTimeoutError:
+        pass
     offered: list[list[str]] = await control.evaluate(
         "(el) => [...el.options].map((o) => [o.label.trim(), o.value])")
-    if any(text == option for text, _ in offered):
-        await control.select_option(label=option)
-    elif any(value == option for _, value in offered):
-        await control.select_option(value=option)
-    else:
+    if not any(option in (text, value) for text, value in offered):
         raise InputError(f"no such choice in the form: {label}: {option}")
+    await control.select_option(option)  # offered after all (a slow page): the full timeout
 
 
 def _text(value: str | int | date) -> str:
