@@ -123,7 +123,7 @@ async def submit_all(
     ) as pool:
         items = (WorkItem(key=row_key(row, "Referens"), data=row, position=row.number) for row in rows)
         return await run.process_async(items, submit, reconcile=already_submitted, total=len(rows),
-                                   batch=batch, workers=workers)
+                                       batch=batch, workers=workers)
 
 
 async def log_in(page: Any, eservice: EServiceSettings) -> None:

@@ -38,6 +38,10 @@ class BrowserSettings(BaseModel):
     timezone: str = "Europe/Stockholm"
     block_assets: bool = False
     workers: int = Field(default=1, ge=1, le=16)
+    #: A context opens a fresh page (tab) after this many items, keeping its cookies and login: a
+    #: tab slows down as its history grows. 0: one page for ever (a site keeping its login in
+    #: ``sessionStorage``, which is per tab, needs that).
+    page_items: int = Field(default=50, ge=0)
     #: The page size in CSS pixels, ``WIDTHxHEIGHT``. Smaller pages cost Chromium less CPU to paint
     #: (640x400: ~15% less per form), but a target may switch to its mobile layout below ~1000 wide.
     viewport: str = Field(default="1280x720", pattern=r"^[1-9]\d{2,3}x[1-9]\d{2,3}$")

@@ -203,3 +203,24 @@ def test_contexts_get_the_configured_viewport_locale_and_time_zone() -> None:
                                                  Intl.DateTimeFormat().resolvedOptions().timeZone]""")
 
     assert asyncio.run(main()) == [640, 400, "sv-SE", "Europe/Stockholm"]
+
+
+def test_a_context_moves_to_a_fresh_page_after_page_items_and_stays_logged_in(
+    eservice: RunningSite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KANSLI_BROWSER__PAGE_ITEMS", "2")
+    settings = load_settings()
+    url = settings.eservice.url
+
+    async def body(pool: BrowserPool) -> list[tuple[str, str]]:
+        seen = []
+        for number in range(5):  # window.name lives as long as the tab, across page loads
+            async with pool.session() as page:
+                await goto(page, f"{url}/ansokan/steg1")  # not sent back to the login page
+                tab = await page.evaluate("(n) => window.name || (window.name = 'tab' + n)", number)
+                seen.append((tab, page.url.removeprefix(url)))
+        return seen
+
+    seen = with_pool(settings, body)
+    assert [tab for tab, _ in seen] == ["tab0", "tab0", "tab2", "tab2", "tab4"]
+    assert {path for _, path in seen} == {"/ansokan/steg1"}
