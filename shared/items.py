@@ -171,10 +171,8 @@ class ItemProcessor:
                 output, reconciled = self._attempts(item, started)
             except RunCancelledError:
                 raise
-            except InputError as error:
-                return self._finish(item, started, "business_error", error=error)
-            except Exception as error:  # noqa: BLE001 - any failure of the target is an app error
-                return self._finish(item, started, "app_error", error=error)
+            except Exception as error:  # noqa: BLE001 - every failure is the item's outcome
+                return self._failed(item, started, error)
             return self._finish(item, started, "done", output=output, reconciled=reconciled)
 
     def _attempts(self, item: WorkItem, started: str) -> tuple[Any, bool]:
@@ -214,6 +212,11 @@ class ItemProcessor:
         )
         self.store.record_item(record, self.batch)
 
+    def _failed(self, item: WorkItem, started: str, error: Exception) -> ItemResult:
+        """Bad data is a business error; anything else (the target, a bug) an application error."""
+        outcome = "business_error" if isinstance(error, InputError) else "app_error"
+        return self._finish(item, started, outcome, error=error)
+
     def _finish(
         self,
         item: WorkItem,
@@ -244,12 +247,10 @@ class ItemProcessor:
         with logger.contextualize(item=item.key):
             try:
                 output, reconciled = await self._attempts_async(item, started)
-            except (RunCancelledError, asyncio.CancelledError):
+            except RunCancelledError:  # asyncio.CancelledError is no Exception: it passes too
                 raise
-            except InputError as error:
-                return self._finish(item, started, "business_error", error=error)
-            except Exception as error:  # noqa: BLE001 - any failure of the target is an app error
-                return self._finish(item, started, "app_error", error=error)
+            except Exception as error:  # noqa: BLE001 - every failure is the item's outcome
+                return self._failed(item, started, error)
             return self._finish(item, started, "done", output=output, reconciled=reconciled)
 
     async def _attempts_async(self, item: WorkItem, started: str) -> tuple[Any, bool]:
