@@ -172,25 +172,40 @@ def item_audit_data(output: Any, attempts: int, error_class: str | None, reconci
             "error_class": error_class, "reconciled": reconciled}
 
 
+def finished_event_data(record: RunRecord, error_class: str | None) -> dict[str, Any]:
+    """What ``run.finished`` says of a run: its status and item counts (an error's class only)."""
+    return {
+        "status": record.status, "items_total": record.items_total, "items_done": record.items_done,
+        "items_skipped": record.items_skipped, "items_business_error": record.items_business_error,
+        "items_app_error": record.items_app_error, "error_class": error_class,
+    }
+
+
 def audit_closed_run(log: AuditLog, store: Store, run_id: str, cause: str) -> int:
     """Close in the trail a run that its own process could not close (it died or was killed).
 
     Item outcomes the ledger holds and the trail lacks (the process died between two batches of
     item events) are written first, with ``recovered: true``; then ``run.finished`` with the status
-    the run was closed with, ``cause`` (``process_gone``, ``timeout``, ...) and ``closed_by``. Nothing
-    is written when the trail already has the run's end. Returns the number of recovered items.
+    the run was closed with, ``cause`` (``process_gone``, ``timeout``, ...) and ``closed_by``. When the
+    trail already has the run's end with another status (the process ended "cancelled" on the
+    daemon's SIGTERM, the daemon records "timeout"), ``run.status_changed`` says so. Returns the
+    number of recovered items.
     """
     record = store.get_run(run_id)
     if record is None:
         return 0
     since = datetime.fromisoformat(record.started_at).astimezone(UTC).date()
     written: Counter[str] = Counter()
+    audit = RunAudit(log, run_id, record.robot, audit_actor(record.trigger))
     for event in log.search(since=since, run_id=run_id):
-        if event["event"] == "run.finished":
+        if event["event"] == "run.finished":  # its process closed it, then was overruled (timeout)
+            was = event["data"].get("status")
+            if was != record.status:
+                audit.event("run.status_changed", {"status": record.status, "was": was, "cause": cause,
+                                                   "closed_by": current_actor()})
             return 0
         if event["event"] == "item.outcome":
             written[str(event["data"].get("item_key"))] += 1
-    audit = RunAudit(log, run_id, record.robot, audit_actor(record.trigger))
     items = [item for item in store.list_items(run_id) if item.outcome in OUTCOMES]
     recovered = 0
     for item in items:
@@ -202,12 +217,11 @@ def audit_closed_run(log: AuditLog, store: Store, run_id: str, cause: str) -> in
         audit.item(item.key, item.outcome, {**data, "reconciled": None, "recovered": True})
         recovered += 1
     counts = Counter(item.outcome for item in items)
-    audit.event("run.finished", {
-        "status": record.status, "items_total": len(items), "items_done": counts["done"],
-        "items_skipped": counts["skipped"], "items_business_error": counts["business_error"],
-        "items_app_error": counts["app_error"], "error_class": None, "cause": cause,
-        "closed_by": current_actor(), "recovered_items": recovered,
-    })
+    record.items_total, record.items_done = len(items), counts["done"]
+    record.items_skipped, record.items_business_error = counts["skipped"], counts["business_error"]
+    record.items_app_error = counts["app_error"]
+    audit.event("run.finished", {**finished_event_data(record, None), "cause": cause,
+                                 "closed_by": current_actor(), "recovered_items": recovered})
     anchor_head(log, store)
     return recovered
 
@@ -391,13 +405,8 @@ class Runner:
         if run.audit is None:
             return
         try:
-            run.audit.event("run.finished", {
-                "status": record.status, "items_total": record.items_total,
-                "items_done": record.items_done, "items_skipped": record.items_skipped,
-                "items_business_error": record.items_business_error,
-                "items_app_error": record.items_app_error,
-                "error_class": type(error).__name__ if error is not None else None,
-            })
+            run.audit.event("run.finished", finished_event_data(
+                record, type(error).__name__ if error is not None else None))
             anchor_head(self.audit_log, self.store)
         except KansliError as failure:
             logger.error("could not write the audit trail: {}", failure)

@@ -115,14 +115,8 @@ def record_action(
 
 def _audit_run_without_process(settings: Settings, event: str, record: RunRecord, reason: str | None) -> None:
     """A scheduled run that never got a process of its own (skipped, missed, failed to start)."""
-    from shared.audit import AuditLog
-
-    data = {"trigger": record.trigger, "status": record.status, "reason": reason}
-    try:
-        AuditLog.from_settings(settings).append(
-            event, run_id=record.run_id, robot=record.robot, actor=record.trigger, data=data)
-    except KansliError as error:
-        logger.error("could not write {} to the audit trail: {}", event, error)
+    _append_audit(settings, event, run_id=record.run_id, robot=record.robot, actor=record.trigger,
+                  data={"trigger": record.trigger, "status": record.status, "reason": reason})
 
 
 #: Operator actions and daemon events as the audit trail names them.
@@ -134,17 +128,21 @@ AUDIT_EVENTS = {
 
 
 def _audit_action(action: str, schedule_id: str | None, details: Any, actor: str) -> None:
-    """The same action in the audit trail; a failure to write it is logged, never fatal here."""
-    from shared.audit import AuditLog
+    """The same action in the audit trail."""
     from shared.settings import get_settings
 
+    _append_audit(get_settings(), AUDIT_EVENTS.get(action, action), actor=actor,
+                  data={"schedule": schedule_id, **(details if isinstance(details, dict) else {})})
+
+
+def _append_audit(settings: Settings, event: str, **fields: Any) -> None:
+    """Append one event to the audit trail; a failure to write it is logged, never fatal here."""
+    from shared.audit import AuditLog
+
     try:
-        AuditLog.from_settings(get_settings()).append(
-            AUDIT_EVENTS.get(action, action), actor=actor,
-            data={"schedule": schedule_id, **(details if isinstance(details, dict) else {})},
-        )
+        AuditLog.from_settings(settings).append(event, **fields)
     except KansliError as error:
-        logger.error("could not write {} to the audit trail: {}", action, error)
+        logger.error("could not write {} to the audit trail: {}", event, error)
 
 
 # -- daemon status, as the CLI sees it ---------------------------------------------------------------
@@ -778,8 +776,8 @@ class Daemon:
         if record is None:
             self._record_without_run(child.schedule, status, reason)
             return
-        if record.status != "running":
-            return  # it ended on its own just before the kill
+        if record.status not in ("running", "cancelled"):
+            return  # it ended on its own just before the kill ("cancelled": by our SIGTERM)
         record.status, record.finished_at, record.error = status, utcnow(), reason
         self.store.finish_run(record)
         Runner(self.settings, self.store).close_in_audit(record.run_id, status)
