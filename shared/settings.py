@@ -11,9 +11,9 @@ import os
 import shutil
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import ConfigError
@@ -127,12 +127,27 @@ class Settings(BaseSettings):
     schedules_dir: Path = Path("schedules")
     robots_package: str = "robots"
     log_level: str = "WARNING"
+    #: The zone people read times in (CLI tables, reports, history); JSON stays ISO 8601 with offset.
+    timezone: str = "Europe/Stockholm"
+    #: The language of staff-facing outputs (results workbooks, reports, failure mails).
+    language: Literal["sv", "en"] = "sv"
     browser: BrowserSettings = BrowserSettings()
     retry: RetrySettings = RetrySettings()
     eservice: EServiceSettings = EServiceSettings()
     smtp: SmtpSettings = SmtpSettings()
     audit: AuditSettings = AuditSettings()
     retention: RetentionSettings = RetentionSettings()
+
+    @field_validator("timezone")
+    @classmethod
+    def known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (an IANA name such as Europe/Stockholm)") from None
+        return value
 
     @property
     def runs_dir(self) -> Path:
