@@ -3,8 +3,10 @@
 Reads the register, checks each row (personnummer check digit, required cells, real dates, a known
 decision), renders a letter per valid row from a docxtpl template, and writes a results workbook: a
 copy of the register with ``status``, ``letter file`` and ``error`` columns. Bad rows are business
-errors naming the row and column; the others go on. A re-run on the same register skips the letters
-already written.
+errors naming the row and column; the others go on. Each case (Diarienummer) gets its letter once,
+whatever file, folder or output folder it comes from: a grown or re-sorted register writes only the
+new cases' letters; a case whose row changed (a corrected decision) gets a new letter, recorded as a
+new version of the item.
 """
 
 from __future__ import annotations
@@ -19,11 +21,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared.documents import DocumentTemplate, format_kronor
 from shared.errors import InputError
-from shared.excel import Personnummer, Postnummer, Row, read_rows, result_cells, row_key, write_results
+from shared.excel import Personnummer, Postnummer, Row, read_rows, result_cells, row_items, write_results
 from shared.files import writable_directory
 from shared.items import WorkItem
 from shared.registry import robot
-from shared.runner import Run, file_batch
+from shared.runner import Run
 
 DEMO_DIR = Path(__file__).resolve().parent.parent / "demo"
 DEFAULT_TEMPLATE = DEMO_DIR / "templates" / "beslut.docx"
@@ -99,9 +101,9 @@ def decision_letters(
         done = row.model is not None and (output_dir / letter_file_name(row.model)).is_file()
         return {"letter": letter_file_name(row.model)} if done and row.model else None
 
-    items = (WorkItem(key=row_key(row, "Diarienummer"), data=row, position=row.number) for row in rows)
-    results = run.process(items, write_letter, reconcile=letter_written, total=len(rows),
-                          batch=file_batch(input, output_dir.resolve()))
+    # one letter per case, whatever file or folder: a corrected decision is a new version of its letter
+    results = run.process(row_items(rows, "Diarienummer", input), write_letter, reconcile=letter_written,
+                          total=len(rows), on_change="redo")
     destination = output_dir / f"{input.stem}-resultat.xlsx"
     write_results(input, destination, result_cells(results, "letter file", "letter"), RESULT_COLUMNS)
     logger.info("letters in {}; results in {}", output_dir, destination)

@@ -32,11 +32,11 @@ from shared.browser import (
     submit_step,
 )
 from shared.errors import InputError, LoginError
-from shared.excel import Row, read_rows, result_cells, row_key, write_results
+from shared.excel import Row, read_rows, result_cells, row_items, write_results
 from shared.files import writable_directory
 from shared.items import ItemResult, WorkItem, crash_point
 from shared.registry import robot
-from shared.runner import Run, file_batch
+from shared.runner import Run
 from shared.settings import EServiceSettings
 
 DEFAULT_OUTPUT = Path("var/out/intake_forms")
@@ -66,7 +66,7 @@ class Intake(BaseModel):
         return "" if value is None else value
 
 
-@robot()
+@robot(side_effects=True)
 def intake_forms(
     run: Run,
     input: Path,
@@ -80,14 +80,14 @@ def intake_forms(
     count = max(1, min(workers or run.settings.browser.workers, 16))
     logger.info("{}: {} rows, {} worker(s), {} fill", input.name, len(rows), count,
                 "fast" if fast else "per-field")
-    results = asyncio.run(submit_all(run, rows, count, fast, file_batch(input)))
+    results = asyncio.run(submit_all(run, rows, count, fast, input))
     destination = output_dir / f"{input.stem}-resultat.xlsx"
     write_results(input, destination, result_cells(results, "case number", "case_number"), RESULT_COLUMNS)
     logger.info("results in {}", destination)
 
 
 async def submit_all(
-    run: Run, rows: list[Row[Intake]], workers: int, fast: bool, batch: str
+    run: Run, rows: list[Row[Intake]], workers: int, fast: bool, input: Path
 ) -> list[ItemResult]:
     """Open the browser and the logged-in contexts, then submit every row."""
     eservice = run.settings.eservice
@@ -121,9 +121,8 @@ async def submit_all(
         browser, run.settings.browser, login=lambda page: log_in(page, eservice), size=workers,
         artifacts_dir=run.artifacts_dir, retry=run.settings.retry,
     ) as pool:
-        items = (WorkItem(key=row_key(row, "Referens"), data=row, position=row.number) for row in rows)
-        return await run.process_async(items, submit, reconcile=already_submitted, total=len(rows),
-                                       batch=batch, workers=workers)
+        return await run.process_async(row_items(rows, "Referens", input), submit, total=len(rows),
+                                       reconcile=already_submitted, workers=workers)
 
 
 async def log_in(page: Any, eservice: EServiceSettings) -> None:

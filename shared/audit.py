@@ -1282,6 +1282,13 @@ class RunAudit:
             if len(self._pending) >= self.batch_size or due:
                 self._flush_locked()
 
+    def later(self, event: str, data: Mapping[str, Any]) -> None:
+        """Queue any event (``item.enqueued``, ...); written with the next batch, in order."""
+        with self._lock:
+            self._pending.append(AuditEvent(event, self.run_id, self.robot, self.actor, data))
+            if len(self._pending) >= self.batch_size:
+                self._flush_locked()
+
     def flush(self) -> None:
         with self._lock:
             self._flush_locked()

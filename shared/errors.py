@@ -16,6 +16,7 @@ CLI ends with when it reaches the top::
     │   ├── TargetUnavailableError   1    it did not answer, or answered 5xx
     │   ├── SessionExpiredError      1    the login is gone; log in again and retry
     │   └── LoginError               1    the credentials were refused: never retried
+    ├── SystemicFailureError         1  items in a row failed alike (target down): the run stopped early
     ├── RunCancelledError          130  Ctrl-C or SIGTERM ended the run
     └── AuditError                   1  the audit trail failed verification or could not be written
 
@@ -91,6 +92,14 @@ class SessionExpiredError(TargetError):
 
 class LoginError(TargetError):
     """The target refused the credentials. Never retried: it would only lock the account."""
+
+
+class SystemicFailureError(KansliError):
+    """Several items in a row failed with the same application error: the run stops early.
+
+    The target is down or the robot no longer fits it; going on would spend every remaining item's
+    retries on the same failure. The items not yet taken stay pending for the next run.
+    """
 
 
 class RunCancelledError(KansliError):

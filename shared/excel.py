@@ -26,7 +26,7 @@ from shared.errors import InputError
 from shared.files import atomic_path
 
 if TYPE_CHECKING:
-    from shared.items import ItemResult
+    from shared.items import ItemResult, WorkItem
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -197,10 +197,22 @@ OUTCOME_LABELS = {"done": "klar", "skipped": "klar", "business_error": "fel i da
 
 
 def row_key(row: Row[Any], column: str) -> str:
-    """The row's ``column`` as an item key (a case reference), or ``row-N`` when it is empty."""
+    """The row's ``column`` as an item key (a case reference); ``""`` when it is empty.
+
+    An empty key is a business error of its row (:mod:`shared.items`): a row is never identified
+    by its position, which changes when the register grows or is sorted.
+    """
     value = row.values.get(column)
-    text = str(value).strip() if value is not None else ""
-    return text or f"row-{row.number}"
+    return str(value).strip() if value is not None else ""
+
+
+def row_items(rows: Iterable[Row[Any]], key_column: str, source: Path) -> Iterator[WorkItem]:
+    """Work items of a register's rows: keyed by ``key_column``, with file and row for people."""
+    from shared.items import WorkItem
+
+    for row in rows:
+        yield WorkItem(key=row_key(row, key_column), data=row, position=row.number,
+                       source=f"{source.name} row {row.number}")
 
 
 def result_cells(

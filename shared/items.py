@@ -1,17 +1,26 @@
-"""Work items: a batch processed item by item, each with a stable key and a stored outcome.
+"""Work items: each a key in a work queue, processed to a stored outcome exactly once.
 
-Outcomes:
+Outcomes of an item in a run:
 
 * ``done``: the handler returned; its return value is the item's output;
 * ``business_error``: the handler raised :class:`~shared.errors.InputError` (bad data): never retried;
+  also a row without a key, or a key that appears twice in one input (on the later row);
 * ``app_error``: the target misbehaved (:class:`~shared.errors.TargetError`, retried with backoff
   until the attempts run out) or the handler failed unexpectedly (not retried);
-* ``skipped``: an earlier run of the same robot on the same batch already did it.
+* ``skipped``: the key is ``done`` in its queue (by any earlier run, from any file): not done again.
+  When its data changed since, the result's ``note`` says "done before, data changed" and
+  ``changed`` is true, unless the robot asked for ``on_change="redo"`` (a new version is done).
 
-Every attempt is written to the ledger before the handler runs (``in_progress``) and after, so a run
-killed at any point resumes without doing an item twice. An item whose earlier attempt did not finish
-may already have had its effect (a form submitted just before the crash): when the robot gives a
-``reconcile`` step, it is asked first whether the effect exists, and its answer is taken as the output.
+An item is identified by its queue (default: the robot's name) and its business key
+(:mod:`shared.queue`). Every attempt is written to the queue before the handler runs
+(``in_progress``) and after, so a run killed at any point resumes without doing an item twice. An
+item whose earlier attempt did not finish may already have had its effect (a form submitted just
+before the crash): when the robot gives a ``reconcile`` step, it is asked first whether the effect
+exists, and its answer is taken as the output. ``--rerun-all`` asks it for every item.
+
+When ``stop_after_failures`` items in a row fail with the same application error (the target is
+down, a form changed), the run stops with :class:`~shared.errors.SystemicFailureError`; the items
+not yet taken stay pending.
 """
 
 from __future__ import annotations
@@ -25,7 +34,8 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from itertools import islice
+from typing import Any, Literal, Protocol
 
 from loguru import logger
 from tenacity import (
@@ -37,16 +47,17 @@ from tenacity import (
     wait_exponential,
 )
 
-from shared.errors import InputError, KansliError, RunCancelledError, is_retryable
+from shared.errors import InputError, KansliError, RunCancelledError, SystemicFailureError, is_retryable
+from shared.queue import CHUNK, QueueItem, WorkQueue, fingerprint, retry_at
 from shared.redaction import redact
-from shared.store import ItemRecord, LedgerEntry, utcnow
-
-if TYPE_CHECKING:
-    from shared.runner import Run
+from shared.settings import QueueSettings, RetrySettings
+from shared.store import ItemRecord, Store, utcnow
 
 OUTCOMES = ("done", "business_error", "app_error", "skipped")
-UNFINISHED = ("in_progress", "app_error")
 MAX_ERROR_LENGTH = 500
+OnChange = Literal["skip", "redo"]
+DONE_BEFORE = "done before"
+DATA_CHANGED = "done before, data changed"
 #: Crash tests: ``KANSLI_TEST_CRASH_AT=NAME:N`` SIGKILLs the process the N-th time it passes
 #: ``crash_point(NAME)``; unset (always, outside tests), a crash point does nothing.
 CRASH_AT_ENV = "KANSLI_TEST_CRASH_AT"
@@ -65,7 +76,7 @@ def crash_point(name: str) -> None:
 
 @dataclass
 class WorkItem:
-    """One unit of work: a key that names it across runs, and its data."""
+    """One unit of work: its business key (unique in its queue), its data, its place in the input."""
 
     key: str
     data: Any = None
@@ -73,6 +84,13 @@ class WorkItem:
     attempt: int = 0
     reconcile_first: bool = False
     artifacts: list[str] = field(default_factory=list)
+    #: Where it came from, for people (``intake.xlsx row 12``); not part of its identity.
+    source: str | None = None
+    version: int = 1
+    #: A hash of the data it is done with (default: :func:`shared.queue.fingerprint` of ``data``).
+    fingerprint: str | None = None
+    #: Taken from the queue by :meth:`ItemProcessor.claim` (already marked ``in_progress``).
+    claimed: bool = False
 
 
 @dataclass
@@ -89,6 +107,9 @@ class ItemResult:
     artifacts: list[str] = field(default_factory=list)
     reconciled: bool = False
     data: Any = None
+    note: str | None = None
+    changed: bool = False
+    version: int = 1
 
     @property
     def ok(self) -> bool:
@@ -99,6 +120,7 @@ Handler = Callable[[WorkItem], Any]
 Reconcile = Callable[[WorkItem], Any]
 AsyncHandler = Callable[[WorkItem], Awaitable[Any]]
 AsyncReconcile = Callable[[WorkItem], Awaitable[Any]]
+Planned = Iterator[tuple[int, WorkItem, "ItemResult | None"]]
 
 
 class Progress(Protocol):
@@ -119,6 +141,21 @@ class NoProgress:
         return None
 
 
+@dataclass(frozen=True)
+class ItemContext:
+    """What the item machinery needs of a run (the runner builds it; items never import the runner)."""
+
+    run_id: str
+    robot: str
+    store: Store
+    retry: RetrySettings
+    queue: QueueSettings
+    rerun_all: bool = False
+    #: With ``rerun_all``: do done items again without asking ``reconcile`` first (a real second
+    #: submission; loudly logged and audited by the runner).
+    resubmit: bool = False
+
+
 def describe_error(error: BaseException) -> str:
     """A one-line, redacted, bounded description of an error."""
     text = str(error) if isinstance(error, KansliError) else f"{type(error).__name__}: {error}"
@@ -127,39 +164,113 @@ def describe_error(error: BaseException) -> str:
 
 
 class ItemProcessor:
-    """Runs a batch through a handler for one run, keeping the ledger."""
+    """Runs the items of one queue through a handler for one run, keeping the queue's state."""
 
     def __init__(
-        self, run: Run, handler: Handler, *, batch: str, reconcile: Reconcile | None = None
+        self, context: ItemContext, handler: Handler, *, queue: str, reconcile: Reconcile | None = None,
+        on_change: OnChange = "skip",
     ) -> None:
-        self.run = run
+        if on_change not in ("skip", "redo"):
+            raise ValueError(f"on_change must be 'skip' or 'redo', not {on_change!r}")
+        self.context = context
         self.handler = handler
-        self.batch = batch
         self.reconcile = reconcile
-        self.store = run.store
-        if run.rerun_all:
-            self.store.reset_ledger(run.robot.name, batch)
-        self.ledger: dict[str, LedgerEntry] = self.store.load_ledger(run.robot.name, batch)
-        self._seen: set[str] = set()
+        self.on_change = on_change
+        self.queue = WorkQueue(context.store, queue)
+        self.store = context.store
+        self._seen: dict[str, int] = {}
+        self._claimed: dict[str, WorkItem] = {}
 
-    # -- planning ---------------------------------------------------------------------------------
+    # -- planning: the items of an input (a register) enter the queue ------------------------------
 
-    def plan(self, item: WorkItem) -> ItemResult | None:
-        """The result for an item that needs no work (done before, or a duplicate key), or None."""
-        if item.key in self._seen:
-            return ItemResult(item.key, "business_error", item.position, data=item.data,
-                              error=f"duplicate key {item.key!r} in the input",
+    def plan(self, chunk: list[WorkItem]) -> list[ItemResult | None]:
+        """Enqueue new keys; for each item, the result when it needs no work (None: do it)."""
+        ready: list[ItemResult | None] = [self._input_problem(item) for item in chunk]
+        todo = [item for item, result in zip(chunk, ready, strict=True) if result is None]
+        known = self.queue.lookup([item.key for item in todo])
+        new, adopt = [], {}
+        for index, item in enumerate(chunk):
+            if ready[index] is not None:
+                continue
+            item.fingerprint = item.fingerprint or fingerprint(item.data)
+            entry = known.get(item.key)
+            if entry is None:
+                # no payload: a register's rows stay in the register (they hold personal data)
+                new.append({"key": item.key, "data_hash": item.fingerprint, "source": item.source})
+                continue
+            if entry.data_hash is None:
+                adopt[item.key] = item.fingerprint
+            ready[index] = self._decide(item, entry)
+        self.queue.add(new, self.context.run_id)
+        self.queue.adopt_hashes(adopt)
+        return ready
+
+    def _input_problem(self, item: WorkItem) -> ItemResult | None:
+        """A row without a key, or a key already met in this input: a business error."""
+        if not item.key.strip():
+            return ItemResult(f"row-{item.position} (no key)", "business_error", item.position,
+                              data=item.data, error=f"row {item.position} has no key",
                               error_class="InputError")
-        self._seen.add(item.key)
-        entry = self.ledger.get(item.key)
-        if entry is None:
+        first = self._seen.get(item.key)
+        if first is None:
+            self._seen[item.key] = item.position
             return None
+        return ItemResult(f"{item.key} (duplicate at {item.position})", "business_error", item.position,
+                          data=item.data, error_class="InputError",
+                          error=f"key {item.key!r} appears twice in the input: rows {first} and "
+                                f"{item.position}; row {item.position} was not done")
+
+    def _decide(self, item: WorkItem, entry: QueueItem) -> ItemResult | None:
+        """What a known key needs: nothing (done), a new version, or the rest of its attempts."""
+        item.version, item.attempt = entry.version, entry.attempts
+        changed = entry.data_hash is not None and entry.data_hash != item.fingerprint
         if entry.status == "done":
-            return ItemResult(item.key, "skipped", item.position, output=entry.output,
-                              attempts=0, data=item.data)
-        item.reconcile_first = entry.status in UNFINISHED and entry.attempts > 0
-        item.attempt = entry.attempts
+            if self.context.rerun_all:
+                item.attempt = 0
+                item.reconcile_first = self.reconcile is not None and not self.context.resubmit
+                return None
+            if changed and self.on_change == "redo":
+                item.version, item.attempt = entry.version + 1, 0
+                return None
+            return ItemResult(item.key, "skipped", item.position, output=entry.output, data=item.data,
+                              note=DATA_CHANGED if changed else DONE_BEFORE, changed=changed,
+                              version=entry.version)
+        limit = self.context.queue.max_attempts
+        if entry.status == "app_error" and entry.attempts >= limit and not self.context.rerun_all:
+            return ItemResult(item.key, "app_error", item.position, data=item.data, attempts=0,
+                              error_class=entry.error_class, version=entry.version,
+                              error=f"gave up after {entry.attempts} attempts (last: {entry.error}); "
+                                    f"'kansli queue retry {self.queue.name} KEY' lets it run again")
+        item.reconcile_first = entry.status in ("in_progress", "app_error") and entry.attempts > 0
         return None
+
+    def record_planned(self, results: Iterable[ItemResult]) -> None:
+        """Store the items this run did not need to do, so ``kansli show`` lists them too."""
+        self.store.record_items(
+            ItemRecord(run_id=self.context.run_id, robot=self.context.robot, key=r.key,
+                       outcome=r.outcome, position=r.position, output=r.output, error=r.error,
+                       error_class=r.error_class, queue=self.queue.name, note=r.note)
+            for r in results
+        )
+
+    # -- consuming: pending items of the queue ------------------------------------------------------
+
+    def claim(self, limit: int) -> list[WorkItem]:
+        """Take up to ``limit`` ready items of the queue for this run."""
+        taken = self.queue.claim(self.context.run_id, limit, self.context.queue.max_attempts)
+        items = []
+        for entry in taken:
+            item = WorkItem(key=entry.key, data=entry.data, source=entry.source, version=entry.version,
+                            attempt=entry.attempts - 1, reconcile_first=entry.attempts > 1,
+                            fingerprint=entry.data_hash, claimed=True)
+            self._claimed[item.key] = item
+            items.append(item)
+        return items
+
+    def release_unstarted(self) -> None:
+        """Give back claimed items that never started (the run stopped early)."""
+        self.queue.release(list(self._claimed), self.context.run_id)
+        self._claimed.clear()
 
     # -- one item ---------------------------------------------------------------------------------
 
@@ -183,7 +294,7 @@ class ItemProcessor:
 
     def _retry_policy(self) -> dict[str, Any]:
         """Target errors are retried with exponential backoff; everything else ends the item."""
-        settings = self.run.settings.retry
+        settings = self.context.retry
         return {
             "stop": stop_after_attempt(settings.attempts),
             "wait": wait_exponential(multiplier=settings.backoff_initial, max=settings.backoff_max),
@@ -192,25 +303,52 @@ class ItemProcessor:
             "reraise": True,
         }
 
-    def _attempt(self, item: WorkItem, started: str) -> tuple[Any, bool]:
+    def _begin(self, item: WorkItem, started: str) -> bool:
+        """Count and record an attempt; True when reconcile must be asked first."""
         needs_reconcile = item.reconcile_first
         item.attempt += 1
         item.reconcile_first = True  # any later attempt follows one that may have had an effect
-        self._record(item, "in_progress", started)
-        if needs_reconcile and self.reconcile is not None:
+        if item.claimed:  # the claim already wrote in_progress and counted the attempt
+            item.claimed = False
+            self._claimed.pop(item.key, None)
+        else:
+            self._record(item, "in_progress", started, data=True)
+        return needs_reconcile and self.reconcile is not None
+
+    def _attempt(self, item: WorkItem, started: str) -> tuple[Any, bool]:
+        if self._begin(item, started):
+            assert self.reconcile is not None
             found = self.reconcile(item)
             if found is not None:
                 logger.info("item {} was already done by an earlier attempt", item.key)
                 return found, True
         return self.handler(item), False
 
-    def _record(self, item: WorkItem, outcome: str, started: str, **fields: Any) -> None:
+    def _record(self, item: WorkItem, outcome: str, started: str, *, data: bool = False,
+                **fields: Any) -> None:
+        """The item's state in its queue and in the run's items, in one transaction."""
         record = ItemRecord(
-            run_id=self.run.run_id, key=item.key, robot=self.run.robot.name, outcome=outcome,
+            run_id=self.context.run_id, key=item.key, robot=self.context.robot, outcome=outcome,
             attempts=item.attempt, position=item.position, started_at=started,
-            artifacts=list(dict.fromkeys(item.artifacts)), **fields,
+            artifacts=list(dict.fromkeys(item.artifacts)), queue=self.queue.name, **fields,
         )
-        self.store.record_item(record, self.batch)
+        state: dict[str, Any] = {"status": outcome, "attempts": item.attempt, "run_id": self.context.run_id}
+        if data:
+            state.update(data_hash=item.fingerprint or fingerprint(item.data), version=item.version,
+                         not_before=None)
+            if item.source is not None:
+                state["source"] = item.source
+        if outcome != "in_progress":
+            state.update(output=record.output, error=record.error, error_class=record.error_class,
+                         not_before=self._retry_at(item) if outcome == "app_error" else None)
+        with self.store.engine.begin() as connection:
+            self.queue.update(item.key, connection, **state)
+            self.store.record_item(record, connection)
+
+    def _retry_at(self, item: WorkItem) -> str:
+        settings = self.context.queue
+        return retry_at(self.context.retry.attempts, item.attempt, settings.retry_after_s,
+                        settings.retry_after_max_s)
 
     def _failed(self, item: WorkItem, started: str, error: Exception) -> ItemResult:
         """Bad data is a business error; anything else (the target, a bug) an application error."""
@@ -229,20 +367,21 @@ class ItemProcessor:
     ) -> ItemResult:
         message = describe_error(error) if error is not None else None
         error_class = type(error).__name__ if error is not None else None
+        note = f"version {item.version}" if item.version > 1 and outcome == "done" else None
         self._record(item, outcome, started, output=output, error=message,
-                     error_class=error_class, finished_at=utcnow())
-        crash_point("item.recorded")  # in the ledger, not yet in the audit trail
+                     error_class=error_class, finished_at=utcnow(), note=note)
+        crash_point("item.recorded")  # in the queue, not yet in the audit trail
         if error is not None:
             logger.bind(console=False).warning("item {} ended {}: {}", item.key, outcome, message)
         return ItemResult(item.key, outcome, item.position, output=output, error=message,
                           error_class=error_class, attempts=item.attempt,
                           artifacts=list(dict.fromkeys(item.artifacts)), reconciled=reconciled,
-                          data=item.data)
+                          data=item.data, note=note, version=item.version)
 
     # -- one item, async (handler and reconcile are coroutine functions) ---------------------------
 
     async def process_async(self, item: WorkItem) -> ItemResult:
-        """:meth:`process` for an async handler: same ledger writes, same retries, same outcomes."""
+        """:meth:`process` for an async handler: same queue writes, same retries, same outcomes."""
         started = utcnow()
         with logger.contextualize(item=item.key):
             try:
@@ -260,29 +399,12 @@ class ItemProcessor:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _attempt_async(self, item: WorkItem, started: str) -> tuple[Any, bool]:
-        needs_reconcile = item.reconcile_first
-        item.attempt += 1
-        item.reconcile_first = True  # any later attempt follows one that may have had an effect
-        self._record(item, "in_progress", started)
-        if needs_reconcile and self.reconcile is not None:
-            found = await self.reconcile(item)
+        if self._begin(item, started):
+            found = await self.reconcile(item)  # type: ignore[misc]
             if found is not None:
                 logger.info("item {} was already done by an earlier attempt", item.key)
                 return found, True
         return await self.handler(item), False
-
-    def record_skipped(self, results: list[ItemResult]) -> None:
-        """Store the items this run did not need to do, so ``kansli show`` lists them too.
-
-        A repeated key is stored as ``KEY (duplicate at POSITION)``: the run's items are unique by key.
-        """
-        self.store.record_items(
-            ItemRecord(run_id=self.run.run_id, robot=self.run.robot.name,
-                       key=r.key if r.outcome == "skipped" else f"{r.key} (duplicate at {r.position})",
-                       outcome=r.outcome, position=r.position, output=r.output, error=r.error,
-                       error_class=r.error_class)
-            for r in results
-        )
 
 
 def _log_retry(state: RetryCallState) -> None:
@@ -292,39 +414,98 @@ def _log_retry(state: RetryCallState) -> None:
                    describe_error(error) if error else "?", delay)
 
 
+# -- where the items come from ----------------------------------------------------------------------
+
+
+def planned_items(processor: ItemProcessor, items: Iterable[WorkItem]) -> Planned:
+    """The items of an input, entered in the queue a chunk at a time, each with its ready result."""
+    source = iter(items)
+    index = 0
+    while chunk := list(islice(source, CHUNK)):
+        ready = processor.plan(chunk)
+        processor.record_planned(result for result in ready if result is not None)
+        for item, result in zip(chunk, ready, strict=True):
+            yield index, item, result
+            index += 1
+
+
+def claimed_items(processor: ItemProcessor, limit: int | None = None, chunk: int = 50) -> Planned:
+    """Ready items of the queue, claimed a chunk at a time as the run gets to them."""
+    index = 0
+    while limit is None or index < limit:
+        wanted = chunk if limit is None else min(chunk, limit - index)
+        taken = processor.claim(wanted)
+        if not taken:
+            return
+        for item in taken:
+            item.position = index + 1
+            yield index, item, None
+            index += 1
+
+
+# -- stopping early ---------------------------------------------------------------------------------
+
+
+class FailureStreak:
+    """Counts items in a row failing with the same application error (the same error class)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.count = 0
+        self.kind: str | None = None
+        self.first: ItemResult | None = None
+
+    def observe(self, result: ItemResult) -> None:
+        """Note a result; raises :class:`SystemicFailureError` when the streak reaches the limit."""
+        if result.outcome == "done":
+            self.count, self.kind, self.first = 0, None, None
+        elif result.outcome == "app_error" and result.attempts > 0:
+            if result.error_class != self.kind:
+                self.count, self.kind, self.first = 0, result.error_class, result
+            self.count += 1
+            if self.limit and self.count >= self.limit and self.first is not None:
+                raise SystemicFailureError(
+                    f"stopped early: {self.count} items in a row failed with {self.kind} "
+                    f"(first: {self.first.key}: {self.first.error}); the items not yet done stay "
+                    "in the queue for the next run")
+
+
+def _stopping(results: list[ItemResult], streak: FailureStreak, result: ItemResult) -> None:
+    results.append(result)
+    streak.observe(result)
+
+
+class StoppedEarly(SystemicFailureError):
+    """A :class:`SystemicFailureError` carrying the results the run had reached."""
+
+    def __init__(self, error: SystemicFailureError, results: list[ItemResult]) -> None:
+        super().__init__(error.message)
+        self.results = results
+
+
+# -- running a batch ----------------------------------------------------------------------------------
+
+
 def run_batch(
-    processor: ItemProcessor, items: Iterable[WorkItem], progress: Progress, workers: int = 1
+    processor: ItemProcessor, planned: Planned, progress: Progress, workers: int = 1
 ) -> list[ItemResult]:
     """Process every item (one worker in order, several in a thread pool), results in input order."""
-    planned = _planned(processor, items, progress)
-    if workers <= 1:
-        results = []
+    streak = FailureStreak(processor.context.queue.stop_after_failures)
+    if workers > 1:
+        return _run_parallel(processor, planned, progress, workers, streak)
+    results: list[ItemResult] = []
+    try:
         for _, item, ready in planned:
             result = ready or processor.process(item)
             progress.advance(result)
-            results.append(result)
-        return results
-    return _run_parallel(processor, planned, progress, workers)
-
-
-def _planned(
-    processor: ItemProcessor, items: Iterable[WorkItem], progress: Progress
-) -> Iterator[tuple[int, WorkItem, ItemResult | None]]:
-    """Each item with its index in the input and, when it needs no work, its result."""
-    skipped: list[ItemResult] = []
-    for index, item in enumerate(items):
-        ready = processor.plan(item)
-        if ready is not None:
-            skipped.append(ready)
-        yield index, item, ready
-    processor.record_skipped(skipped)
+            _stopping(results, streak, result)
+    except SystemicFailureError as error:
+        raise StoppedEarly(error, results) from None
+    return results
 
 
 def _run_parallel(
-    processor: ItemProcessor,
-    planned: Iterator[tuple[int, WorkItem, ItemResult | None]],
-    progress: Progress,
-    workers: int,
+    processor: ItemProcessor, planned: Planned, progress: Progress, workers: int, streak: FailureStreak,
 ) -> list[ItemResult]:
     results: list[tuple[int, ItemResult]] = []
     pending: set[Future[tuple[int, ItemResult]]] = set()
@@ -338,8 +519,13 @@ def _run_parallel(
                 context = contextvars.copy_context()
                 pending.add(pool.submit(context.run, _indexed, index, processor.process, item))
                 if len(pending) >= workers * 2:
-                    pending = _collect(pending, results, progress, FIRST_COMPLETED)
-            _collect(pending, results, progress, None)
+                    pending = _collect(pending, results, progress, FIRST_COMPLETED, streak)
+            _collect(pending, results, progress, None, streak)
+        except SystemicFailureError as error:
+            for future in pending:
+                future.cancel()
+            _collect({f for f in pending if not f.cancelled()}, results, progress, None, None)
+            raise StoppedEarly(error, _in_input_order(results)) from None
         except BaseException:
             for future in pending:
                 future.cancel()
@@ -357,13 +543,23 @@ def _in_input_order(results: list[tuple[int, ItemResult]]) -> list[ItemResult]:
 
 def _collect(
     pending: set[Future[tuple[int, ItemResult]]], results: list[tuple[int, ItemResult]],
-    progress: Progress, return_when: str | None,
+    progress: Progress, return_when: str | None, streak: FailureStreak | None,
 ) -> set[Future[tuple[int, ItemResult]]]:
     done, still = wait(pending, return_when=return_when or "ALL_COMPLETED")
+    tripped: SystemicFailureError | None = None
     for future in done:
         index, result = future.result()
         progress.advance(result)
         results.append((index, result))
+        try:
+            if streak is not None:
+                streak.observe(result)
+        except SystemicFailureError as error:
+            tripped = tripped or error
+    if tripped is not None:
+        pending.clear()
+        pending.update(still)
+        raise tripped
     return still
 
 
@@ -371,22 +567,29 @@ def _collect(
 
 
 async def run_batch_async(
-    processor: ItemProcessor, items: Iterable[WorkItem], progress: Progress, workers: int = 1
+    processor: ItemProcessor, planned: Planned, progress: Progress, workers: int = 1
 ) -> list[ItemResult]:
     """Process every item with ``workers`` concurrent tasks on the running event loop.
 
-    The processor's handler and reconcile must be coroutine functions. Ledger writes are the same
+    The processor's handler and reconcile must be coroutine functions. Queue writes are the same
     (synchronous) store calls as on the sync path, made from the loop's thread. Results come back
     in input order.
     """
-    planned = _planned(processor, items, progress)
     results: list[tuple[int, ItemResult]] = []
+    streak = FailureStreak(processor.context.queue.stop_after_failures)
+    tripped: list[SystemicFailureError] = []
 
     async def worker() -> None:
         for index, item, ready in planned:  # one shared iterator: each item goes to one task
             result = ready or await processor.process_async(item)
             progress.advance(result)
             results.append((index, result))
+            try:
+                streak.observe(result)
+            except SystemicFailureError as error:
+                tripped.append(error)
+            if tripped:
+                return
 
     tasks = [asyncio.create_task(worker(), name=f"item-worker-{n}") for n in range(max(1, workers))]
     try:
@@ -396,4 +599,6 @@ async def run_batch_async(
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
+    if tripped:
+        raise StoppedEarly(tripped[0], _in_input_order(results))
     return _in_input_order(results)

@@ -44,6 +44,9 @@ class RobotSpec:
     function: Callable[..., Any]
     params_model: type[RobotParams]
     module: str
+    #: Its items change other systems (a case submitted, a mail sent): ``--rerun-all`` without a
+    #: reconcile step then needs the operator's ``--yes``.
+    side_effects: bool = False
 
     def parameters(self) -> list[dict[str, Any]]:
         """Name, type, default and whether required, for each parameter (for display)."""
@@ -85,18 +88,21 @@ def _describe(robot_name: str, error: ValidationError) -> str:
     return f"robot {robot_name}: parameter '{name}': {first['msg']}"
 
 
-def robot(name: str | None = None) -> Callable[[F], F]:
-    """Declare a robot. The summary is the first line of the function's docstring."""
+def robot(name: str | None = None, *, side_effects: bool = False) -> Callable[[F], F]:
+    """Declare a robot. The summary is the first line of the function's docstring.
+
+    ``side_effects``: its items change other systems (see :attr:`RobotSpec.side_effects`).
+    """
 
     def decorate(function: F) -> F:
-        spec = _spec_for(function, name or function.__name__)
+        spec = _spec_for(function, name or function.__name__, side_effects)
         setattr(function, _ATTRIBUTE, spec)
         return function
 
     return decorate
 
 
-def _spec_for(function: Callable[..., Any], name: str) -> RobotSpec:
+def _spec_for(function: Callable[..., Any], name: str, side_effects: bool = False) -> RobotSpec:
     doc = inspect.getdoc(function) or ""
     summary, _, description = doc.partition("\n")
     return RobotSpec(
@@ -106,6 +112,7 @@ def _spec_for(function: Callable[..., Any], name: str) -> RobotSpec:
         function=function,
         params_model=_params_model(function, name),
         module=function.__module__,
+        side_effects=side_effects,
     )
 
 

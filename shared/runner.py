@@ -8,7 +8,6 @@ overlap, also across processes. SIGTERM and Ctrl-C end it as ``cancelled`` with 
 from __future__ import annotations
 
 import getpass
-import hashlib
 import json
 import os
 import secrets
@@ -16,7 +15,7 @@ import signal
 import socket
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,27 +28,40 @@ import psutil
 from loguru import logger
 
 from shared.audit import AuditLog, RunAudit, anchor_head
-from shared.errors import AlreadyRunningError, ConfigError, KansliError, RunCancelledError
+from shared.errors import (
+    AlreadyRunningError,
+    ConfigError,
+    KansliError,
+    RunCancelledError,
+    SystemicFailureError,
+    UsageError,
+)
 from shared.items import (
     OUTCOMES,
     AsyncHandler,
     AsyncReconcile,
     Handler,
+    ItemContext,
     ItemProcessor,
     ItemResult,
     NoProgress,
+    OnChange,
     Progress,
     Reconcile,
+    StoppedEarly,
     WorkItem,
+    claimed_items,
     describe_error,
+    planned_items,
     run_batch,
     run_batch_async,
 )
 from shared.logs import run_sinks
+from shared.queue import WorkQueue
 from shared.redaction import redact_value
 from shared.registry import RobotParams, RobotSpec, discover, get_robot
 from shared.settings import Settings, get_settings
-from shared.store import RunRecord, Store, open_store, utcnow
+from shared.store import RunRecord, Store, item_counts, open_store, utcnow
 
 EXIT_CODES = {
     "succeeded": 0, "failed": 1, "partial": 3, "skipped": 5, "cancelled": 130,
@@ -88,46 +100,105 @@ class Run:
     progress: Progress = field(default_factory=NoProgress)
     results: list[ItemResult] = field(default_factory=list)
     audit: RunAudit | None = None
+    #: ``--rerun-all --resubmit``: do done items again without asking reconcile (a second submission).
+    resubmit: bool = False
+    #: ``--yes``: the operator confirmed a ``--rerun-all`` of a robot with side effects and no reconcile.
+    confirmed: bool = False
 
     @property
     def artifacts_dir(self) -> Path:
         return self.run_dir / "artifacts"
+
+    @property
+    def queue(self) -> str:
+        """The robot's own queue: its name."""
+        return self.robot.name
 
     def process(
         self,
         items: Iterable[WorkItem],
         handler: Handler,
         *,
-        batch: str | None = None,
+        queue: str | None = None,
         reconcile: Reconcile | None = None,
         total: int | None = None,
         workers: int = 1,
+        on_change: OnChange = "skip",
     ) -> list[ItemResult]:
-        """Run every item through ``handler``; items done by an earlier run are skipped.
+        """Enter the items of an input in ``queue`` by key, and do those not done yet.
 
-        ``batch`` names the input (default: a fingerprint of the run's parameters); the ledger
-        that lets a re-run resume is kept per robot and batch.
+        ``queue`` defaults to the robot's name. A key done before (by any run, from any file) is
+        ``skipped``; one whose data changed since is reported "done before, data changed", or done
+        again as a new version with ``on_change="redo"``.
         """
-        processor = ItemProcessor(self, handler, batch=batch or self.default_batch(),
-                                  reconcile=reconcile)
+        processor = self._processor(handler, queue, reconcile, on_change)
         with self._batch_progress(total) as progress:
-            return self._keep(run_batch(processor, items, progress, workers))
+            return self._keep(lambda: run_batch(processor, planned_items(processor, items), progress,
+                                                workers))
 
     async def process_async(
         self,
         items: Iterable[WorkItem],
         handler: AsyncHandler,
         *,
-        batch: str | None = None,
+        queue: str | None = None,
         reconcile: AsyncReconcile | None = None,
         total: int | None = None,
         workers: int = 1,
+        on_change: OnChange = "skip",
     ) -> list[ItemResult]:
         """:meth:`process` for coroutine handlers: ``workers`` items at a time on one event loop."""
-        processor = ItemProcessor(self, handler, batch=batch or self.default_batch(),
-                                  reconcile=reconcile)
+        processor = self._processor(handler, queue, reconcile, on_change)
         with self._batch_progress(total) as progress:
-            return self._keep(await run_batch_async(processor, items, progress, workers))
+            planned = planned_items(processor, items)
+            return await self._keep_async(run_batch_async(processor, planned, progress, workers))
+
+    def consume(
+        self,
+        handler: Handler,
+        *,
+        queue: str | None = None,
+        reconcile: Reconcile | None = None,
+        workers: int = 1,
+        limit: int | None = None,
+    ) -> list[ItemResult]:
+        """Do the ready items of ``queue`` (default: the robot's): pending ones, and failed ones
+        whose wait is over, oldest first. Each item is taken by this run only."""
+        processor = self._processor(handler, queue, reconcile, "skip")
+        ready = processor.queue.ready_count(self.settings.queue.max_attempts)
+        total = ready if limit is None else min(ready, limit)
+        with self._batch_progress(total) as progress:
+            try:
+                return self._keep(lambda: run_batch(processor, claimed_items(processor, limit), progress,
+                                                    workers))
+            finally:
+                processor.release_unstarted()
+
+    def enqueue(self, queue: str, key: str, data: Any = None, *, source: str | None = None,
+                on_change: OnChange = "skip") -> str:
+        """Give another robot work: add ``key`` with ``data`` to ``queue``.
+
+        Returns ``added``, ``known`` (there already, same data), ``updated`` (not done yet: new
+        data) or ``changed`` (done, data changed: left done unless ``on_change="redo"``).
+        """
+        result = WorkQueue(self.store, queue).enqueue(key, data, source=source, run_id=self.run_id,
+                                                      on_change=on_change)
+        if self.audit is not None:
+            self.audit.later("item.enqueued", {"queue": queue, "item_key": key, "result": result})
+        return result
+
+    def _processor(
+        self, handler: Any, queue: str | None, reconcile: Any, on_change: OnChange
+    ) -> ItemProcessor:
+        if self.rerun_all and self.robot.side_effects and reconcile is None and not self.confirmed:
+            raise UsageError(
+                f"robot {self.robot.name} has side effects and no reconcile step: --rerun-all would "
+                "do every item again; add --yes to confirm")
+        context = ItemContext(run_id=self.run_id, robot=self.robot.name, store=self.store,
+                              retry=self.settings.retry, queue=self.settings.queue,
+                              rerun_all=self.rerun_all, resubmit=self.resubmit)
+        return ItemProcessor(context, handler, queue=queue or self.queue, reconcile=reconcile,
+                             on_change=on_change)
 
     @contextmanager
     def _batch_progress(self, total: int | None) -> Iterator[Progress]:
@@ -140,13 +211,24 @@ class Run:
             if self.audit is not None:
                 self.audit.flush()
 
-    def _keep(self, results: list[ItemResult]) -> list[ItemResult]:
+    def _keep(self, batch: Callable[[], list[ItemResult]]) -> list[ItemResult]:
+        """Run ``batch`` and keep its results, also those reached before it stopped early."""
+        try:
+            results = batch()
+        except StoppedEarly as stopped:
+            self.results.extend(stopped.results)
+            raise SystemicFailureError(stopped.message) from None
         self.results.extend(results)
         return results
 
-    def default_batch(self) -> str:
-        canonical = json.dumps(self.params.model_dump(mode="json"), sort_keys=True, default=str)
-        return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+    async def _keep_async(self, batch: Awaitable[list[ItemResult]]) -> list[ItemResult]:
+        try:
+            results = await batch
+        except StoppedEarly as stopped:
+            self.results.extend(stopped.results)
+            raise SystemicFailureError(stopped.message) from None
+        self.results.extend(results)
+        return results
 
 
 class _AuditedProgress:
@@ -231,16 +313,6 @@ def audit_actor(trigger: str) -> str:
     return trigger if trigger.startswith("schedule:") else current_actor()
 
 
-def file_batch(path: Path, *extra: object) -> str:
-    """A batch name for an input file: its resolved path, its content's hash, and ``extra``."""
-    digest = hashlib.sha256()
-    with path.open("rb") as source:
-        for chunk in iter(lambda: source.read(1 << 20), b""):
-            digest.update(chunk)
-    parts = ":".join([str(path.resolve()), digest.hexdigest(), *map(str, extra)])
-    return hashlib.sha256(parts.encode()).hexdigest()[:32]
-
-
 def run_status(results: list[ItemResult], error: BaseException | None) -> str:
     """The run's status from its items and the error that ended it, if any."""
     if isinstance(error, RunCancelledError | KeyboardInterrupt):
@@ -281,11 +353,16 @@ class Runner:
         progress: Progress | None = None,
         on_start: Callable[[Run], None] | None = None,
         run_id: str | None = None,
+        resubmit: bool = False,
+        confirmed: bool = False,
     ) -> RunRecord:
         """Run robot ``name`` now and return its closed record.
 
         ``run_id`` lets a caller (the scheduler) choose the id, so it can find the record of a
-        run it had to kill.
+        run it had to kill. ``rerun_all`` does done items again, asking the robot's reconcile step
+        first whether each effect is already there; ``resubmit`` skips that question (a real second
+        submission, logged and audited); ``confirmed`` is the operator's ``--yes`` for a rerun of a
+        robot with side effects and no reconcile step.
         """
         spec = get_robot(name, self.robots_package)
         validated = spec.validate(params or {})
@@ -293,6 +370,12 @@ class Runner:
             if not lock_ok:
                 return self._refused(spec, validated, trigger, run_id)
             run = self._open(spec, validated, trigger, rerun_all, progress, run_id)
+            run.resubmit, run.confirmed = rerun_all and resubmit, confirmed
+            if run.resubmit:
+                logger.warning("run {}: --resubmit: done items are done AGAIN without reconcile "
+                               "(a second submission)", run.run_id)
+                if run.audit is not None:
+                    run.audit.event("run.resubmit", {"actor": run.actor})
             if on_start is not None:
                 on_start(run)
             return self._execute(run)
@@ -383,14 +466,10 @@ class Runner:
     def _close(self, run: Run, error: BaseException | None) -> RunRecord:
         record = self.store.get_run(run.run_id)
         assert record is not None
-        counts = _count(run.results)
         record.status = run_status(run.results, error)
         record.finished_at = utcnow()
-        record.items_total = len(run.results)
-        record.items_done = counts.get("done", 0)
-        record.items_skipped = counts.get("skipped", 0)
-        record.items_business_error = counts.get("business_error", 0)
-        record.items_app_error = counts.get("app_error", 0)
+        for name, count in item_counts(self.store.count_items(run.run_id)).items():
+            setattr(record, name, count)  # the run's items as stored: true however the run ended
         record.error = _run_error(run.results, error)
         if isinstance(error, KansliError) and not isinstance(error, RunCancelledError):
             logger.bind(console=False).error("run failed: {}", record.error)
@@ -454,13 +533,6 @@ def _alive(pid: int | None) -> bool:
         return process.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
-
-
-def _count(results: list[ItemResult]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for result in results:
-        counts[result.outcome] = counts.get(result.outcome, 0) + 1
-    return counts
 
 
 def _run_error(results: list[ItemResult], error: BaseException | None) -> str | None:

@@ -71,6 +71,19 @@ class RetrySettings(BaseModel):
     backoff_max: float = Field(default=10.0, ge=0)
 
 
+class QueueSettings(BaseModel):
+    """Work queues: attempts across runs, the wait between them, and when a run stops early."""
+
+    #: Attempts of one item across all runs; then it stays ``app_error`` until ``kansli queue retry``.
+    max_attempts: int = Field(default=10, ge=1, le=1000)
+    #: After an application error a consumer waits this long before taking the item again (doubling
+    #: with each failed run, up to ``retry_after_max_s``).
+    retry_after_s: float = Field(default=60.0, ge=0)
+    retry_after_max_s: float = Field(default=3600.0, ge=0)
+    #: This many items in a row failing with the same application error stop the run (0: never).
+    stop_after_failures: int = Field(default=5, ge=0)
+
+
 class EServiceSettings(BaseModel):
     """The e-service (case system) the web-form robots fill in."""
 
@@ -133,6 +146,7 @@ class Settings(BaseSettings):
     language: Literal["sv", "en"] = "sv"
     browser: BrowserSettings = BrowserSettings()
     retry: RetrySettings = RetrySettings()
+    queue: QueueSettings = QueueSettings()
     eservice: EServiceSettings = EServiceSettings()
     smtp: SmtpSettings = SmtpSettings()
     audit: AuditSettings = AuditSettings()

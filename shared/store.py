@@ -1,4 +1,4 @@
-"""Run history: runs, their items, and the item ledger that makes re-runs resume.
+"""Run history: runs, their items, and the work queues that make every item happen once.
 
 SQLAlchemy Core over SQLite (WAL, the embedded default) or PostgreSQL (``KANSLI_DATABASE_URL``); the
 same statements serve both. The schema is created or migrated when a store opens, under a lock, so
@@ -21,7 +21,10 @@ from sqlalchemy.engine import Connection, Engine, make_url
 
 from shared.errors import ConfigError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: Version 2 (work queues): items keyed by (queue, business key) in ``kansli_queue_items``; the
+#: version-1 ledger ``kansli_item_ledger`` (keyed by robot and input file) is copied into it once
+#: and then left unused.
 
 metadata = sa.MetaData()
 
@@ -61,11 +64,14 @@ run_items = sa.Table(
     sa.Column("artifacts", sa.Text),
     sa.Column("started_at", sa.String(40)),
     sa.Column("finished_at", sa.String(40)),
+    sa.Column("queue", sa.String(128)),
+    sa.Column("note", sa.Text),
 )
 
-ledger = sa.Table(
+#: The version-1 item ledger (robot, input batch, key): read once by the migration to version 2.
+legacy_ledger = sa.Table(
     "kansli_item_ledger",
-    metadata,
+    sa.MetaData(),  # not created in new databases
     sa.Column("robot", sa.String(128), primary_key=True),
     sa.Column("batch", sa.String(128), primary_key=True),
     sa.Column("key", sa.String(256), primary_key=True),
@@ -74,6 +80,28 @@ ledger = sa.Table(
     sa.Column("output", sa.Text),
     sa.Column("run_id", sa.String(64), nullable=False),
     sa.Column("updated_at", sa.String(40), nullable=False),
+)
+
+#: Work queues: one row per (queue, business key), whatever file, folder or run it came from.
+queue_items = sa.Table(
+    "kansli_queue_items",
+    metadata,
+    sa.Column("queue", sa.String(128), primary_key=True),
+    sa.Column("key", sa.String(256), primary_key=True),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False, default=1),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("data", sa.Text),
+    sa.Column("data_hash", sa.String(64)),
+    sa.Column("source", sa.Text),
+    sa.Column("output", sa.Text),
+    sa.Column("error", sa.Text),
+    sa.Column("error_class", sa.String(128)),
+    sa.Column("not_before", sa.String(40)),
+    sa.Column("run_id", sa.String(64)),
+    sa.Column("created_at", sa.String(40), nullable=False),
+    sa.Column("updated_at", sa.String(40), nullable=False),
+    sa.Index("ix_kansli_queue_items_status", "queue", "status"),
 )
 
 kv = sa.Table(
@@ -85,6 +113,8 @@ kv = sa.Table(
 )
 
 ACTIVE_STATUSES = ("running",)
+#: How an item of a run ended (``in_progress`` while it runs).
+OUTCOME_NAMES = ("done", "business_error", "app_error", "skipped")
 FINAL_STATUSES = (
     "succeeded", "failed", "partial", "skipped", "cancelled", "timeout", "missed", "interrupted",
 )
@@ -140,20 +170,11 @@ class ItemRecord:
     artifacts: list[str] = field(default_factory=list)
     started_at: str | None = None
     finished_at: str | None = None
+    queue: str | None = None
+    note: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
-
-
-@dataclass
-class LedgerEntry:
-    """The latest known state of one item of one batch, across runs."""
-
-    key: str
-    status: str
-    attempts: int
-    output: Any
-    run_id: str
 
 
 _engines: dict[str, Engine] = {}
@@ -212,8 +233,12 @@ class Store:
     def _migrate(self) -> None:
         try:
             with self._schema_lock() as connection:
+                before = _schema_version(connection)
                 metadata.create_all(connection, checkfirst=True)
-                self._set_meta(connection, "schema_version", str(SCHEMA_VERSION))
+                if before is not None and before < 2:
+                    _migrate_to_queues(connection, self)
+                if before != SCHEMA_VERSION:
+                    self._set_meta(connection, "schema_version", str(SCHEMA_VERSION))
         except sa.exc.OperationalError as error:
             where = make_url(self.url).render_as_string(hide_password=True)
             raise ConfigError(f"cannot open the run history database {where}: {error.orig}") from None
@@ -326,55 +351,35 @@ class Store:
         return [_run_from_row(row) for row in rows]
 
     def mark_interrupted(self, run_ids: Sequence[str], reason: str) -> int:
-        """Close runs still marked running whose process is gone."""
-        if not run_ids:
-            return 0
-        with self.engine.begin() as connection:
-            result = connection.execute(
-                runs.update()
-                .where(runs.c.run_id.in_(list(run_ids)), runs.c.status == "running")
-                .values(status="interrupted", finished_at=utcnow(), error=reason)
-            )
-        return int(result.rowcount or 0)
+        """Close runs still marked running whose process is gone, with the item counts it recorded."""
+        closed = 0
+        for run_id in run_ids:
+            counts = self.count_items(run_id)
+            with self.engine.begin() as connection:
+                result = connection.execute(
+                    runs.update()
+                    .where(runs.c.run_id == run_id, runs.c.status == "running")
+                    .values(status="interrupted", finished_at=utcnow(), error=reason,
+                            **item_counts(counts))
+                )
+            closed += int(result.rowcount or 0)
+        return closed
 
-    # -- items and the ledger -------------------------------------------------------------------
+    # -- items of a run --------------------------------------------------------------------------
 
-    def load_ledger(self, robot: str, batch: str) -> dict[str, LedgerEntry]:
-        query = sa.select(ledger).where(ledger.c.robot == robot, ledger.c.batch == batch)
-        with self.engine.connect() as connection:
-            rows = connection.execute(query).all()
-        return {
-            row.key: LedgerEntry(row.key, row.status, row.attempts, _loads(row.output), row.run_id)
-            for row in rows
-        }
-
-    def reset_ledger(self, robot: str, batch: str) -> None:
-        with self.engine.begin() as connection:
-            connection.execute(
-                ledger.delete().where(ledger.c.robot == robot, ledger.c.batch == batch)
-            )
-
-    def record_item(self, item: ItemRecord, batch: str) -> None:
-        """Write an item's state to the run's items and to the ledger, in one transaction."""
+    def record_item(self, item: ItemRecord, connection: Connection | None = None) -> None:
+        """Write (insert or update) one item of a run; inside ``connection``'s transaction if given."""
         values = item.as_dict()
         values["output"] = _dumps(item.output)
         values["artifacts"] = _dumps(item.artifacts)
-        ledger_values = {
-            "robot": item.robot,
-            "batch": batch,
-            "key": item.key,
-            "status": item.outcome,
-            "attempts": item.attempts,
-            "output": values["output"],
-            "run_id": item.run_id,
-            "updated_at": utcnow(),
-        }
-        with self.engine.begin() as connection:
+        if connection is not None:
             self._upsert(connection, run_items, values, ["run_id", "key"])
-            self._upsert(connection, ledger, ledger_values, ["robot", "batch", "key"])
+            return
+        with self.engine.begin() as own:
+            self._upsert(own, run_items, values, ["run_id", "key"])
 
     def record_items(self, items: Iterable[ItemRecord]) -> None:
-        """Write items of the run only (items skipped because an earlier run did them)."""
+        """Write several new items of a run at once (items it did not need to do)."""
         rows = []
         for item in items:
             values = item.as_dict()
@@ -394,6 +399,62 @@ class Store:
         with self.engine.connect() as connection:
             rows = connection.execute(query).all()
         return [_item_from_row(row) for row in rows]
+
+
+    def count_items(self, run_id: str) -> dict[str, int]:
+        """A run's items by outcome, as its process recorded them (true after a crash too)."""
+        query = (
+            sa.select(run_items.c.outcome, sa.func.count())
+            .where(run_items.c.run_id == run_id)
+            .group_by(run_items.c.outcome)
+        )
+        with self.engine.connect() as connection:
+            return {str(outcome): int(count) for outcome, count in connection.execute(query).all()}
+
+
+def item_counts(counts: dict[str, int]) -> dict[str, int]:
+    """A run record's ``items_*`` columns from its items by outcome."""
+    return {
+        "items_total": sum(counts.get(name, 0) for name in OUTCOME_NAMES),
+        "items_done": counts.get("done", 0), "items_skipped": counts.get("skipped", 0),
+        "items_business_error": counts.get("business_error", 0),
+        "items_app_error": counts.get("app_error", 0),
+    }
+
+
+def _schema_version(connection: Connection) -> int | None:
+    """The stored schema version, or None for a new database."""
+    if not sa.inspect(connection).has_table(kv.name):
+        return None
+    row = connection.execute(sa.select(kv.c.value).where(kv.c.name == "schema_version")).first()
+    return int(row.value) if row else None
+
+
+def _migrate_to_queues(connection: Connection, store: Store) -> None:
+    """Version 1 -> 2: run items get ``queue`` and ``note``; the ledger's items move into queues.
+
+    The ledger kept an item per robot *and input file*; a queue keeps it per business key. Of a key
+    seen in several inputs, the ``done`` entry wins (a key done once is done), else the latest.
+    """
+    have = {column["name"] for column in sa.inspect(connection).get_columns(run_items.name)}
+    for name, kind in (("queue", "VARCHAR(128)"), ("note", "TEXT")):
+        if name not in have:
+            connection.exec_driver_sql(f"ALTER TABLE {run_items.name} ADD COLUMN {name} {kind}")
+    if not sa.inspect(connection).has_table(legacy_ledger.name):
+        return
+    best: dict[tuple[str, str], Any] = {}
+    for row in connection.execute(sa.select(legacy_ledger).order_by(legacy_ledger.c.updated_at)):
+        known = best.get((row.robot, row.key))
+        if known is None or row.status == "done" or known.status != "done":
+            best[(row.robot, row.key)] = row
+    rows = [
+        {"queue": row.robot, "key": row.key, "status": row.status, "version": 1,
+         "attempts": row.attempts, "output": row.output, "run_id": row.run_id,
+         "source": "version-1 ledger", "created_at": row.updated_at, "updated_at": row.updated_at}
+        for row in best.values()
+    ]
+    if rows:
+        connection.execute(queue_items.insert(), rows)
 
 
 def _dumps(value: Any) -> str | None:

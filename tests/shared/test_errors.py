@@ -45,7 +45,7 @@ RETRIED = {"TargetError", "TargetUnavailableError", "SessionExpiredError"}
 
 
 def test_the_drawing_names_exactly_the_defined_classes() -> None:
-    assert len(TREE) == 15, "the docstring drawing no longer parses"
+    assert len(TREE) >= 16, "the docstring drawing no longer parses"
     assert sorted(TREE) == sorted(defined_classes())
 
 

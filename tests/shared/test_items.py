@@ -20,7 +20,8 @@ from shared.redaction import SECRET_MASK, register_secret
 from shared.registry import robot, spec_of
 from shared.runner import Run, new_run_id
 from shared.settings import Settings, load_settings
-from shared.store import ItemRecord, Store, open_store
+from shared.queue import QueueItem, WorkQueue
+from shared.store import Store, open_store
 
 REPO = Path(__file__).resolve().parents[2]
 ATTEMPTS = 4  # not the default (3): the retry count is seen to come from the settings
@@ -59,15 +60,22 @@ def keyed(count: int) -> list[WorkItem]:
 
 
 def earlier(run: Run, key: str, status: str, output: Any = None) -> None:
-    """The ledger as an earlier run of batch "b" left it, written through the store's own API."""
-    run.store.record_item(ItemRecord("earlier-run", key, SPEC.name, status, attempts=1, output=output), "b")
+    """The robot's queue as an earlier run left it, written through the queue's own API."""
+    queue = WorkQueue(run.store, SPEC.name)
+    queue.add([{"key": key}], "earlier-run")
+    queue.update(key, status=status, attempts=1, output=output, run_id="earlier-run")
+
+
+def in_queue(run: Run) -> dict[str, QueueItem]:
+    """The robot's queue, by key."""
+    return {item.key: item for item in WorkQueue(run.store, SPEC.name).items(limit=1000)}
 
 
 def process(run: Run, mode: str, items: Sequence[WorkItem], handler: Callable[[WorkItem], Any],
             reconcile: Callable[[WorkItem], Any] | None = None) -> list[ItemResult]:
     """``run.process``, or ``run.process_async`` with the same steps wrapped as coroutines."""
     if mode == "sync":
-        return run.process(items, handler, batch="b", reconcile=reconcile)
+        return run.process(items, handler, reconcile=reconcile)
 
     async def handle(item: WorkItem) -> Any:
         return handler(item)
@@ -75,7 +83,7 @@ def process(run: Run, mode: str, items: Sequence[WorkItem], handler: Callable[[W
     async def check(item: WorkItem) -> Any:
         return reconcile(item) if reconcile else None
 
-    return asyncio.run(run.process_async(items, handle, batch="b", reconcile=reconcile and check))
+    return asyncio.run(run.process_async(items, handle, reconcile=reconcile and check))
 
 
 def python(code: str, crash_at: str | None) -> subprocess.CompletedProcess[str]:
@@ -100,7 +108,7 @@ def test_a_returning_handler_ends_done_with_its_output_also_once_target_errors_c
     assert asked == [2, 3]  # before each retry of k1, never before a first attempt
     assert [(i.outcome, i.output, i.attempts) for i in run.store.list_items(run.run_id)] == [
         ("done", {"double": 0}, 1), ("done", {"double": 2}, 3)]
-    assert [e.status for e in run.store.load_ledger(SPEC.name, "b").values()] == ["done", "done"]
+    assert [e.status for e in in_queue(run).values()] == ["done", "done"]
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -124,17 +132,17 @@ def test_a_failing_handler_is_tried_as_often_as_its_error_allows(
     assert attempts_seen == list(range(1, tries + 1))
     [stored] = run.store.list_items(run.run_id)
     assert (stored.outcome, stored.attempts, stored.error) == (outcome, tries, describe_error(error))
-    assert run.store.load_ledger(SPEC.name, "b")["k0"].status == outcome
+    assert in_queue(run)["k0"].status == outcome
 
 
-def test_items_done_by_an_earlier_run_are_skipped_in_that_batch_only(new_run: NewRun) -> None:
-    new_run().process(keyed(2), lambda item: item.data * 10, batch="b")
+def test_items_done_by_an_earlier_run_are_skipped_in_its_queue_only(new_run: NewRun) -> None:
+    new_run().process(keyed(2), lambda item: item.data * 10)
     second, handled = new_run(), []
-    results = second.process(keyed(3), lambda item: handled.append(item.key) or "new", batch="b")
+    results = second.process(keyed(3), lambda item: handled.append(item.key) or "new")
     assert [(r.outcome, r.output) for r in results] == [("skipped", 0), ("skipped", 10), ("done", "new")]
     assert handled == ["k2"]
     assert [i.outcome for i in second.store.list_items(second.run_id)] == ["skipped", "skipped", "done"]
-    assert [r.outcome for r in new_run().process(keyed(2), str, batch="other input")] == ["done", "done"]
+    assert [r.outcome for r in new_run().process(keyed(2), str, queue="another")] == ["done", "done"]
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -159,7 +167,7 @@ def test_an_unfinished_item_is_reconciled_before_it_is_handled_again(
     assert (asked == [2], handled == [2]) == (reconciles, handles)
     assert (result.outcome, result.attempts, result.reconciled) == ("done", 2, not handles)
     assert result.output == ("KS-new" if handles else answer)
-    assert run.store.load_ledger(SPEC.name, "b")["k0"].output == result.output
+    assert in_queue(run)["k0"].output == result.output
 
 
 def crashing_batch() -> None:
@@ -174,7 +182,7 @@ def crashing_batch() -> None:
         sys.stdout.flush()
         return f"KS-{item.key}"
 
-    run.process(keyed(4), submit, batch="b")
+    run.process(keyed(4), submit)
 
 
 def test_a_run_killed_after_an_effect_resumes_by_reconciling_that_item(new_run: NewRun) -> None:
@@ -187,7 +195,7 @@ def test_a_run_killed_after_an_effect_resumes_by_reconciling_that_item(new_run: 
         return case.read_text() if case.exists() else None
 
     results = new_run().process(keyed(4), lambda item: handled.append(item.key) or f"KS-{item.key}",
-                                batch="b", reconcile=reconcile)
+                                reconcile=reconcile)
     assert [(r.outcome, r.output, r.reconciled) for r in results] == [
         ("skipped", "KS-k0", False), ("skipped", "KS-k1", False), ("done", "KS-k2", True),
         ("done", "KS-k3", False)]
@@ -212,7 +220,7 @@ def test_the_async_path_handles_each_item_once_workers_at_a_time_in_input_order(
         handled.append(item.key)
         return item.position
 
-    results = asyncio.run(run.process_async(keyed(7), handle, batch="b", workers=workers))
+    results = asyncio.run(run.process_async(keyed(7), handle, workers=workers))
     assert sorted(handled) == [f"k{n}" for n in range(1, 7)]
     assert [(r.key, r.outcome, r.output) for r in results] == [
         (f"k{n}", "skipped" if n == 0 else "done", n) for n in range(7)]
@@ -231,7 +239,7 @@ def test_the_thread_pool_path_handles_each_item_once_two_at_a_time_in_input_orde
         threads.add(threading.current_thread().name)
         return item.position
 
-    results = run.process(keyed(7), handle, batch="b", workers=2)
+    results = run.process(keyed(7), handle, workers=2)
     assert [(r.key, r.outcome, r.output) for r in results] == [
         (f"k{n}", "skipped" if n == 0 else "done", n) for n in range(7)]
     assert sorted(handled) == [f"k{n}" for n in range(1, 7)] and len(threads) == 2
@@ -269,7 +277,7 @@ def test_no_personnummer_or_secret_reaches_the_stored_error(new_run: NewRun, set
         raise TargetUnavailableError(f"POST /arende for 19811218-9876 with {secret} failed: " + "z" * 900)
 
     run = new_run()
-    [result] = run.process(keyed(1), handle, batch="b")
+    [result] = run.process(keyed(1), handle)
     [stored] = run.store.list_items(run.run_id)
     assert stored.error == result.error and len(stored.error or "") == MAX_ERROR_LENGTH
     assert "for ******-**** with " + SECRET_MASK in (stored.error or "")
@@ -294,11 +302,11 @@ def test_a_cancelled_run_stops_the_batch_instead_of_failing_the_item(new_run: Ne
 def test_a_duplicate_key_is_a_business_error_not_the_end_of_the_batch(new_run: NewRun) -> None:
     items = [WorkItem("k0", position=0), WorkItem("k0", position=1), WorkItem("k1", position=2)]
     run = new_run()
-    results = run.process(items, lambda item: "ok", batch="b")
+    results = run.process(items, lambda item: "ok")
     assert [(r.outcome, r.error_class) for r in results] == [
         ("done", None), ("business_error", "InputError"), ("done", None)]
     stored = {item.key: item.outcome for item in run.store.list_items(run.run_id)}
     assert stored == {"k0": "done", "k0 (duplicate at 1)": "business_error", "k1": "done"}
     again = new_run()  # k0 done before and repeated: one skip, one duplicate, no crash
-    assert [r.outcome for r in again.process(items, lambda item: "ok", batch="b")] == [
+    assert [r.outcome for r in again.process(items, lambda item: "ok")] == [
         "skipped", "business_error", "skipped"]
