@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 
 from shared.cli_audit import audit_app
+from shared.cli_queue import queue_app
 from shared.cli_schedules import schedules_app
 
 if TYPE_CHECKING:
@@ -134,7 +135,16 @@ def run_command(
         typer.Option("--param", "-p", help="A robot parameter as key=value; repeat for more."),
     ] = None,
     rerun_all: Annotated[
-        bool, typer.Option("--rerun-all", help="Redo items an earlier run already did.")
+        bool, typer.Option("--rerun-all", help="Redo done items: reconcile asks first whether each "
+                           "effect is already there; only what is not there is done again.")
+    ] = False,
+    resubmit: Annotated[
+        bool, typer.Option("--resubmit", help="With --rerun-all: do done items again without asking "
+                           "reconcile (a second submission; logged and audited).")
+    ] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Confirm --rerun-all of a robot with side effects and no "
+                           "reconcile step.")
     ] = False,
     wait: Annotated[
         bool, typer.Option("--wait", help="Wait for a running run of this robot to end.")
@@ -155,7 +165,8 @@ def run_command(
         runner = Runner(settings())
         with _RichProgress(enabled=not as_json) as progress:
             record = runner.run(name, parse_params(param or []), trigger=trigger,
-                                rerun_all=rerun_all, wait=wait, progress=progress, run_id=run_id)
+                                rerun_all=rerun_all or resubmit, wait=wait, progress=progress,
+                                run_id=run_id, resubmit=resubmit, confirmed=yes)
     except KansliError as error:
         fail(str(error), error.exit_code)
     items = runner.store.list_items(record.run_id)
@@ -223,6 +234,9 @@ def _print_summary(record: RunRecord, items: list[ItemRecord]) -> None:
     failed = [item for item in items if item.outcome in ("business_error", "app_error")]
     if failed:
         _print_items(failed[:20], title=f"Failed items ({len(failed)})")
+    changed = [item for item in items if item.note == "done before, data changed"]
+    if changed:
+        _print_items(changed[:20], title=f"Done before, data changed since: not done again ({len(changed)})")
     if record.run_dir:
         out.print(f"Log: kansli logs {record.run_id}", highlight=False)
         out.print(f"Folder: {record.run_dir}", highlight=False, soft_wrap=True)
@@ -235,12 +249,12 @@ def _print_items(items: list[ItemRecord], title: str) -> None:
     from rich.table import Table
 
     table = Table(title=title, show_lines=False)
-    for column in ("#", "key", "outcome", "attempts", "output / error"):
+    for column in ("#", "key", "outcome", "attempts", "note", "output / error"):
         table.add_column(column)
     for item in items:
         detail = item.error if item.error else json.dumps(item.output, ensure_ascii=False)
         table.add_row(str(item.position), escape(item.key), styled(item.outcome),
-                      str(item.attempts), escape(detail or ""))
+                      str(item.attempts), escape(item.note or ""), escape(detail or ""))
     console().print(table)
 
 
@@ -420,6 +434,7 @@ def doctor_command() -> None:
 
 app.add_typer(schedules_app, name="schedules")
 app.add_typer(audit_app, name="audit")
+app.add_typer(queue_app, name="queue")
 
 
 @app.command("scheduler")

@@ -148,10 +148,15 @@ class WorkQueue:
     # -- producing --------------------------------------------------------------------------------
 
     def add(self, entries: Iterable[dict[str, Any]], run_id: str | None) -> int:
-        """Insert new keys as ``pending`` (keys already there are left as they are); returns how many."""
+        """Insert new keys as ``pending`` (keys already there are left as they are); returns how many.
+
+        ``run_id`` is the producing run: named in ``source`` when the entry has none (the item's
+        ``run_id`` is the last run that worked on it, and a run never takes an item twice).
+        """
         now = utcnow()
-        rows = [{"queue": self.name, "status": "pending", "version": 1, "attempts": 0,
-                 "run_id": run_id, "created_at": now, "updated_at": now, **entry,
+        rows = [{"queue": self.name, "status": "pending", "version": 1, "attempts": 0, "run_id": None,
+                 "created_at": now, "updated_at": now, "source": f"run {run_id}" if run_id else None,
+                 **{name: value for name, value in entry.items() if value is not None or name != "source"},
                  "data": _dumps(entry.get("data"))} for entry in entries]
         if not rows:
             return 0
@@ -211,9 +216,13 @@ class WorkQueue:
         )
 
     def claim(self, run_id: str, limit: int, max_attempts: int) -> list[QueueItem]:
-        """Take up to ``limit`` items for ``run_id`` (oldest first): each goes to one run only."""
+        """Take up to ``limit`` items for ``run_id`` (oldest first): each goes to one run only.
+
+        A run does not take again an item it already worked on (it failed, or was given back).
+        """
         now = utcnow()
-        condition = self._claimable(max_attempts, now)
+        condition = sa.and_(self._claimable(max_attempts, now),
+                            sa.or_(queue_items.c.run_id.is_(None), queue_items.c.run_id != run_id))
         oldest = (sa.select(queue_items.c.key).where(condition)
                   .order_by(queue_items.c.created_at, queue_items.c.key).limit(limit))
         statement = (

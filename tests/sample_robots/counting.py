@@ -77,3 +77,27 @@ def evidence(run: Run, count: int = 4, bad: str = "k1", broken: str = "k2") -> N
         return f"KS-2026-{item.position:06d}"
 
     run.process((WorkItem(key=f"k{n}", position=n) for n in range(count)), handle, total=count)
+
+
+@robot()
+def producer(run: Run, count: int = 5, start: int = 0, queue: str = "inbox") -> None:
+    """Give work to the consumer: ``count`` keys into ``queue``."""
+    for n in range(start, start + count):
+        run.enqueue(queue, f"m{n}", {"number": n, "text": f"ärende {n}"}, source="producer")
+
+
+@robot()
+def consumer(run: Run, fail: str = "", marker: Path | None = None, queue: str = "inbox",
+             limit: int | None = None) -> None:
+    """Do the ready items of ``queue``; keys in ``fail`` fail as the target would (down)."""
+    failing = {key for key in fail.split(",") if key}
+
+    def handle(item: WorkItem) -> dict[str, int]:
+        if item.key in failing or "*" in failing:
+            raise TargetError("the target answered 503")
+        if marker is not None:
+            with marker.open("a") as handle_file:
+                handle_file.write(f"{item.key}\n")
+        return {"double": item.data["number"] * 2}
+
+    run.consume(handle, queue=queue, limit=limit)

@@ -16,11 +16,11 @@ import pytest
 
 from shared.errors import InputError, LoginError, RunCancelledError, TargetUnavailableError
 from shared.items import CRASH_AT_ENV, MAX_ERROR_LENGTH, ItemResult, WorkItem, crash_point, describe_error
+from shared.queue import QueueItem, WorkQueue
 from shared.redaction import SECRET_MASK, register_secret
 from shared.registry import robot, spec_of
 from shared.runner import Run, new_run_id
 from shared.settings import Settings, load_settings
-from shared.queue import QueueItem, WorkQueue
 from shared.store import Store, open_store
 
 REPO = Path(__file__).resolve().parents[2]
