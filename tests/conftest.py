@@ -81,3 +81,44 @@ def eservice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         reset_settings()
         yield site
     reset_settings()
+
+
+# -- a database of its own on the real PostgreSQL, for tests that need a clean one ----------------
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The run history on SQLite (the data dir's), or on a fresh PostgreSQL database of its own.
+
+    KANSLI_DATABASE_URL is set for the test's processes; the PostgreSQL database is dropped after.
+    """
+    if request.param == "sqlite":
+        yield load_settings().effective_database_url
+        return
+    base = os.environ.get("KANSLI_TEST_POSTGRES_URL")
+    if not base:
+        pytest.skip("KANSLI_TEST_POSTGRES_URL is not set: PostgreSQL not tested")
+    import uuid
+
+    import sqlalchemy as sa
+    from sqlalchemy.engine import make_url
+
+    name = f"kansli_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    url = make_url(base).set(database=name).render_as_string(hide_password=False)
+    monkeypatch.setenv("KANSLI_DATABASE_URL", url)
+    reset_settings()
+    try:
+        yield url
+    finally:
+        from shared import store as store_module
+
+        engine = store_module._engines.pop(url, None)
+        if engine is not None:
+            engine.dispose()
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+        reset_settings()

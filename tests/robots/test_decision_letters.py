@@ -193,3 +193,36 @@ def test_no_secret_or_personnummer_in_anything_the_run_wrote(kansli_env: Path) -
         for needle in (CANARY, PERSONNUMMER, digits):
             assert needle.encode() not in content, f"{needle} in {path}"
     assert scanned >= 5
+
+
+def test_another_output_dir_writes_only_the_new_cases_and_a_corrected_decision_a_new_letter(
+    kansli_env: Path, database_url: str
+) -> None:
+    register = kansli_env / "ansokningar.xlsx"
+    workbook = load_workbook(DEMO_INPUT)
+    sheet = workbook.worksheets[0]
+    header = [cell.value for cell in sheet[1]]
+    for number in range(sheet.max_row, 12, -1):  # rows 2-12 now; 13-51 arrive later
+        sheet.delete_rows(number)
+    workbook.save(register)
+    first = Runner().run("decision_letters", {"input": str(register), "output_dir": str(kansli_env / "a")})
+    written_first = {path.name for path in (kansli_env / "a").glob("beslut-*.docx")}
+    assert first.items_done == len(written_first) == 10  # row 8 is bad
+
+    grown = kansli_env / "ansokningar-hela.xlsx"
+    full = load_workbook(DEMO_INPUT)
+    decision, reason = header.index("Beslut") + 1, header.index("Motivering") + 1
+    corrected = full.worksheets[0].cell(3, decision).value
+    full.worksheets[0].cell(3, decision, "Avslag" if corrected != "Avslag" else "Bifall")
+    full.worksheets[0].cell(3, reason, "Omprövat beslut efter komplettering.")
+    full.save(grown)
+    second = Runner().run("decision_letters", {"input": str(grown), "output_dir": str(kansli_env / "b")})
+    written = {path.name for path in (kansli_env / "b").glob("beslut-*.docx")}
+    new_cases = 45 - 10
+    assert len(written) == new_cases + 1  # the new cases, and row 3's corrected decision
+    assert not (written & written_first) - {f"beslut-{sheet.cell(3, 1).value}.docx"}
+    items = {item.key: item for item in Runner().store.list_items(second.run_id)}
+    [redone] = [item for item in items.values() if item.note == "version 2"]
+    assert redone.key == sheet.cell(3, header.index("Diarienummer") + 1).value
+    assert "Omprövat beslut" in letter_text(kansli_env / "b" / f"beslut-{redone.key}.docx")
+    assert second.items_skipped == 9 and second.items_done == new_cases + 1

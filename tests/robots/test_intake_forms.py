@@ -178,3 +178,64 @@ def test_bad_setup_gives_one_clear_line(eservice: RunningSite, kansli_env: Path,
     if case == "wrong_password":
         assert time.monotonic() - started < 30, "a login refusal must not be retried"
         assert "fel-lösenord" not in result.stderr + result.stdout
+
+
+def test_a_register_that_grows_is_sorted_moved_and_edited_gives_one_case_per_key(
+    eservice: RunningSite, kansli_env: Path, database_url: str
+) -> None:
+    """The work-queue promise: the same key is never keyed twice, whatever happens to the file."""
+    def run(source: Path) -> list[tuple[str, str, str | None]]:
+        record = Runner().run("intake_forms", {"input": str(source), "fast": True,
+                                               "output_dir": str(kansli_env / "ut")})
+        items = Runner().store.list_items(record.run_id)
+        return sorted((item.key, item.outcome, item.note) for item in items)
+
+    first_rows = [2, 3, 4, 14]
+    source = register(kansli_env / "inkomna.xlsx", first_rows)
+    first = run(source)
+    assert [outcome for _, outcome, _ in first] == ["done", "done", "done", "business_error"]
+    one_case_per_valid_row(eservice, first_rows)
+
+    grown = register(kansli_env / "inkomna.xlsx", [*first_rows, 5, 6])  # two rows added at the end
+    assert [o for k, o, _ in run(grown) if k in (reference(5), reference(6))] == ["done", "done"]
+    one_case_per_valid_row(eservice, [*first_rows, 5, 6])
+
+    workbook = load_workbook(grown)  # re-sorted (newest first), renamed, in another folder
+    sheet = workbook.worksheets[0]
+    rows = [[cell.value for cell in row] for row in sheet.iter_rows(min_row=2)]
+    for index, values in enumerate(reversed(rows), start=2):
+        for column, value in enumerate(values, start=1):
+            sheet.cell(index, column, value)
+    (kansli_env / "arkiv").mkdir()
+    moved = kansli_env / "arkiv" / "register-sorterat.xlsx"
+    workbook.save(moved)
+    source.unlink()
+    again = run(moved)
+    assert {outcome for key, outcome, _ in again if key != reference(14)} == {"skipped"}
+    one_case_per_valid_row(eservice, [*first_rows, 5, 6])
+
+    header = [cell.value for cell in sheet[1]]
+    [row_of_3] = [row for row in range(2, sheet.max_row + 1)
+                  if sheet.cell(row, header.index("Referens") + 1).value == reference(3)]
+    sheet.cell(row_of_3, header.index("Beskrivning") + 1, "Ändrad beskrivning")
+    workbook.save(moved)  # a non-key cell of a done row edited: reported, never keyed twice
+    edited = run(moved)
+    assert [key for key, _, note in edited if note == "done before, data changed"] == [reference(3)]
+    one_case_per_valid_row(eservice, [*first_rows, 5, 6])
+
+
+def test_rerun_all_reconciles_every_row_instead_of_submitting_it_again(
+    eservice: RunningSite, kansli_env: Path
+) -> None:
+    rows = [2, 3, 4]
+    source = register(kansli_env / "inkomna.xlsx", rows)
+    assert kansli("run", "intake_forms", "-p", f"input={source}", cwd=kansli_env).returncode == 0
+    rerun = kansli("run", "intake_forms", "-p", f"input={source}", "--rerun-all", cwd=kansli_env)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    one_case_per_valid_row(eservice, rows)  # redo means "do again what is not there"
+    record = Runner().store.list_runs(robot="intake_forms")[0]
+    assert all(item.outcome == "done" for item in Runner().store.list_items(record.run_id))
+    resubmitted = kansli("run", "intake_forms", "-p", f"input={source}", "--resubmit", cwd=kansli_env)
+    assert resubmitted.returncode == 0, resubmitted.stderr
+    assert Counter(case["reference"] for case in eservice.cases()) == {reference(r): 2 for r in rows}
+    assert "run.resubmit" in kansli("audit", "search", "--json", cwd=kansli_env).stdout
