@@ -28,7 +28,7 @@ from shared.runner import Run, file_batch
 DEMO_DIR = Path(__file__).resolve().parent.parent / "demo"
 DEFAULT_TEMPLATE = DEMO_DIR / "templates" / "beslut.docx"
 DEFAULT_OUTPUT = Path("var/out/decision_letters")
-RESULT_COLUMNS = ("status", "letter file", "error")
+RESULT_COLUMNS = ("status", "letter_file", "error")  # by meaning; headed in the staff language
 KOMMUN = "Exempelby kommun"
 FORVALTNING_BY_CASE_TYPE = {
     "Bostadsanpassningsbidrag": "Samhällsbyggnadsförvaltningen",
@@ -103,7 +103,8 @@ def decision_letters(
     results = run.process(items, write_letter, reconcile=letter_written, total=len(rows),
                           batch=file_batch(input, output_dir.resolve()))
     destination = output_dir / f"{input.stem}-resultat.xlsx"
-    write_results(input, destination, result_cells(results, "letter file", "letter"), RESULT_COLUMNS)
+    write_results(input, destination, result_cells(results, "letter_file", "letter", run.settings),
+                  RESULT_COLUMNS, settings=run.settings)
     logger.info("letters in {}; results in {}", output_dir, destination)
 
 

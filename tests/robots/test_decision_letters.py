@@ -52,16 +52,20 @@ def test_letters_and_results_for_the_demo_register(kansli_env: Path) -> None:
     results = load_workbook(out / "applications-resultat.xlsx")
     sheet = results.worksheets[0]
     header = [cell.value for cell in sheet[1]]
-    assert header[-3:] == ["status", "letter file", "error"]
+    assert header[-3:] == ["Status", "Brevfil", "Fel"]
     assert sheet.freeze_panes == "A2", "the input's formatting was not kept"
-    status_col, file_col, error_col = (header.index(n) + 1 for n in ("status", "letter file", "error"))
+    status_col, file_col, error_col = (header.index(n) + 1 for n in ("Status", "Brevfil", "Fel"))
     for number in range(2, 52):
         status = sheet.cell(number, status_col).value
         if number in BAD_ROWS:
-            assert status == "fel i data" and f"row {number}" in sheet.cell(number, error_col).value
+            error = sheet.cell(number, error_col).value
+            assert status == "fel i data" and error.startswith(f"Rad {number}: kolumnen ”")
         else:
             assert status == "klar" and sheet.cell(number, file_col).value.startswith("beslut-")
-    assert "Personnummer" in sheet.cell(8, error_col).value
+    assert sheet.cell(8, error_col).value == ("Rad 8: kolumnen ”Personnummer”: ogiltigt personnummer "
+                                              "”********-****” (fel form eller kontrollsiffra)")
+    assert sheet.cell(35, error_col).value == ("Rad 35: kolumnen ”Beslut”: ogiltigt värde ”Kanske” "
+                                               "(tillåtet: ”Bifall”, ”Delvis bifall” eller ”Avslag”)")
 
 
 def test_bad_rows_name_row_and_column(kansli_env: Path) -> None:

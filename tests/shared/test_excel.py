@@ -18,6 +18,7 @@ from shared.errors import InputError
 from shared.excel import Personnummer, Postnummer, Row, read_rows
 from shared.items import OUTCOMES, ItemResult
 from shared.redaction import redact
+from shared.wording import staff_text
 
 HEADER = ["Referens", "Personnummer", "Förnamn", "Postnummer", "Belopp"]
 PNR = "811218-9876"
@@ -153,7 +154,7 @@ def test_write_results_adds_columns_fills_rows_and_leaves_the_source_alone(tmp_p
     out = excel.write_results(source, tmp_path / "ut" / "reg-resultat.xlsx",
                         {3: {"status": "fel i data", "error": "row 3: trasig"}}, ["status", "error"])
     result = load_workbook(out).active
-    assert [cell.value for cell in result[1]] == [*HEADER, "status", "error"]
+    assert [cell.value for cell in result[1]] == [*HEADER, "Status", "Fel"]
     assert [c.value for c in result[3]] == ["SN-2", PNR, "Örjan", None, None, "fel i data", "row 3: trasig"]
     assert [cell.value for cell in result[2]][:3] == ["SN-1", PNR, "Åsa"] and result["F2"].value is None
     assert result["F1"].font.bold, "the new header cell takes the header's style"
@@ -167,7 +168,7 @@ def test_write_results_over_its_own_output_reuses_the_result_columns(tmp_path: P
     excel.write_results(source, out, {2: {"status": "tekniskt fel"}}, ["status"])
     excel.write_results(out, out, {2: {"status": "klar"}}, ["status"])
     result = load_workbook(out).active
-    assert [cell.value for cell in result[1]] == [*HEADER, "status"] and result["F2"].value == "klar"
+    assert [cell.value for cell in result[1]] == [*HEADER, "Status"] and result["F2"].value == "klar"
     assert [p.name for p in out.parent.iterdir()] == ["res.xlsx"]
 
 
@@ -184,14 +185,14 @@ def test_a_save_failing_half_way_leaves_the_old_destination_and_no_temp_file(tmp
 
 
 def test_result_cells_label_every_outcome_in_swedish() -> None:
-    assert set(excel.OUTCOME_LABELS) == set(OUTCOMES)
+    assert all(staff_text(f"outcome.{outcome}", "sv") for outcome in OUTCOMES)
     results = [ItemResult("SN-1", "done", 2, output={"letter": "beslut-SN-1.docx"}),
                ItemResult("SN-2", "skipped", 3, output={"letter": "beslut-SN-2.docx"}),
                ItemResult("SN-3", "business_error", 4, output={"letter": "x"}, error="row 4: fel"),
                ItemResult("SN-4", "app_error", 5, error="timeout"), ItemResult("SN-5", "done", 6)]
     assert excel.result_cells(results, "letter file", "letter") == {
         2: {"status": "klar", "letter file": "beslut-SN-1.docx", "error": ""},
-        3: {"status": "klar", "letter file": "beslut-SN-2.docx", "error": ""},
+        3: {"status": "redan klar", "letter file": "beslut-SN-2.docx", "error": ""},
         4: {"status": "fel i data", "letter file": "", "error": "row 4: fel"},
         5: {"status": "tekniskt fel", "letter file": "", "error": "timeout"},
         6: {"status": "klar", "letter file": "", "error": ""},

@@ -38,7 +38,7 @@ def test_report_shows_the_run_and_filters_items(sample_runner: Runner, page: Pag
     page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
     page.on("pageerror", lambda error: errors.append(str(error)))
     page.goto(report.as_uri())
-    assert page.locator("#run-status").inner_text() == "partial"
+    assert page.locator("#run-status").inner_text() == "delvis klar"
     assert page.locator("#item-count").inner_text() == "5"
     assert page.locator("tr.item").count() == 5
     assert page.locator("img.screenshot").count() == 2
