@@ -108,7 +108,7 @@ def mask_quoted_value(text: str, *, personal: bool = False) -> str:
     """
     text = redact(text)
     if personal or _PERSONNUMMER.search(text):
-        text = re.sub(r"\d", "*", text)
+        text = "".join("*" if char.isdigit() else char for char in text)  # any script's digits
     return text
 
 
