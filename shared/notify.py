@@ -58,23 +58,21 @@ def build_message(
 def _body(
     record: RunRecord, items: Sequence[ItemRecord], schedule_id: str | None, words: Wording, zone_name: str
 ) -> str:
-    counts = words("mail.counts", total=record.items_total, done=record.items_done,
-                   skipped=record.items_skipped, business_error=record.items_business_error,
-                   app_error=record.items_app_error)
     facts = [
         (words("mail.run_id"), record.run_id),
         (words("mail.schedule"), schedule_id or "-"),
         (words("mail.trigger"), record.trigger),
         (words("mail.started"), local_time(record.started_at, zone_name=zone_name, seconds=True)),
         (words("mail.finished"), local_time(record.finished_at, zone_name=zone_name, seconds=True) or "-"),
-        (words("mail.items"), counts),
+        (words("mail.items"), words.counts(record)),
     ]
     width = max(len(label) for label, _ in facts) + 2
     status = words.run_status(record.status).upper()
     lines = [words("mail.intro", robot=record.robot, status=status), ""]
     lines += [f"{label + ':':<{width}}{value}" for label, value in facts]
-    if record.error:
-        lines += ["", f"{words('mail.error')}: {record.error}"]
+    error = words.run_error(record.error)
+    if error:
+        lines += ["", f"{words('mail.error')}: {error}"]
     lines += _failed_items(items, words)
     lines += ["", words("mail.see_log"), f"    kansli logs {record.run_id}",
               words("mail.see_run"), f"    kansli show {record.run_id}", "",

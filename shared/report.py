@@ -80,6 +80,7 @@ def render_report(record: RunRecord, items: list[ItemRecord], settings: Settings
         run=record,
         t=words,
         status=words.run_status(record.status),
+        error=words.run_error(record.error),
         started=local_time(record.started_at, zone_name=settings.timezone, seconds=True),
         finished=local_time(record.finished_at, zone_name=settings.timezone, seconds=True),
         params=[_field(name, value, run_dir, [], folders_too=True) for name, value in record.params.items()],

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 if TYPE_CHECKING:
     from shared.settings import Settings
+    from shared.store import RunRecord
 
 Language = Literal["sv", "en"]
 LANGUAGES: tuple[Language, ...] = ("sv", "en")
@@ -48,6 +49,8 @@ _SWEDISH: dict[str, str] = {
     "field.letter_file": "Brevfil",
     "field.case_number": "Ärendenummer",
     "field.value": "Värde",
+    # a run's item counts, and run errors staff are told in their words
+    "run_error.cancelled": "stoppad av en signal (Ctrl-C eller SIGTERM)",
     # the run report
     "report.title": "Körning {run_id} – {robot}",
     "report.heading": "{robot} – körning {run_id}",
@@ -58,6 +61,7 @@ _SWEDISH: dict[str, str] = {
     "report.finished": "Slut",
     "report.params": "Parametrar",
     "report.error": "Fel",
+    "report.counts": "Ärenden",
     "report.log": "Logg",
     "report.items": "Ärenden",
     "report.filter": "Filtrera på utfall",
@@ -78,7 +82,7 @@ _SWEDISH: dict[str, str] = {
     "mail.started": "Start",
     "mail.finished": "Slut",
     "mail.items": "Ärenden",
-    "mail.counts": "{total} totalt, {done} klara, {skipped} redan klara, {business_error} fel i data, "
+    "counts": "{total} totalt, {done} klara, {skipped} redan klara, {business_error} fel i data, "
                    "{app_error} tekniska fel",
     "mail.error": "Fel",
     "mail.failed_items": "De första ärendena som inte gick igenom ({shown} av {total}):",
@@ -140,6 +144,7 @@ _ENGLISH: dict[str, str] = {
     "field.letter_file": "Letter file",
     "field.case_number": "Case number",
     "field.value": "Value",
+    "run_error.cancelled": "stopped by a signal (Ctrl-C or SIGTERM)",
     "report.title": "Run {run_id} – {robot}",
     "report.heading": "{robot} – run {run_id}",
     "report.status": "Status",
@@ -149,6 +154,7 @@ _ENGLISH: dict[str, str] = {
     "report.finished": "Finished",
     "report.params": "Parameters",
     "report.error": "Error",
+    "report.counts": "Items",
     "report.log": "Log",
     "report.items": "Items",
     "report.filter": "Filter by outcome",
@@ -168,7 +174,7 @@ _ENGLISH: dict[str, str] = {
     "mail.started": "Started",
     "mail.finished": "Finished",
     "mail.items": "Items",
-    "mail.counts": "{total} total, {done} done, {skipped} already done, {business_error} errors in data, "
+    "counts": "{total} total, {done} done, {skipped} already done, {business_error} errors in data, "
                    "{app_error} technical errors",
     "mail.error": "Error",
     "mail.failed_items": "First failed items ({shown} of {total}):",
@@ -218,6 +224,13 @@ VALIDATION_ALIASES = {
 }
 
 
+#: A run's error as :mod:`shared.runner` records it when items failed: the report and the mail show
+#: the counts and the failed items instead, in the staff language.
+ITEMS_FAILED_ERROR = re.compile(r"^\d+ item\(s\) failed; first: ")
+#: Run errors recorded in fixed English words, and the key of their staff wording.
+KNOWN_RUN_ERRORS = {"cancelled by signal": "run_error.cancelled"}
+
+
 def language_of(settings: Settings | None = None) -> Language:
     """The staff language of ``settings`` (the process-wide settings when None)."""
     if settings is None:
@@ -257,6 +270,19 @@ class Wording:
 
     def quote(self, text: str) -> str:
         return self.text("validation.quote", text=text)
+
+    def counts(self, record: RunRecord) -> str:
+        """``3 totalt, 1 klara, ...``: a run's items by outcome."""
+        return self.text("counts", total=record.items_total, done=record.items_done,
+                         skipped=record.items_skipped, business_error=record.items_business_error,
+                         app_error=record.items_app_error)
+
+    def run_error(self, error: str | None) -> str | None:
+        """A run's error for staff: None when it only sums up failed items (shown item by item)."""
+        if not error or ITEMS_FAILED_ERROR.match(error):
+            return None
+        key = KNOWN_RUN_ERRORS.get(error)
+        return self.text(key) if key else error
 
 
 def normalise_key(name: str) -> str:

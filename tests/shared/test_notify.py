@@ -163,3 +163,23 @@ def test_the_body_is_utf8(monkeypatch: pytest.MonkeyPatch) -> None:
     record, items = failed_run()
     message = build_message(record, items, ["a@example.se"], settings)
     assert message.get_content_charset() == "utf-8"
+
+
+def test_english_staff_get_the_mail_in_english_with_their_zone(
+    smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = smtp_settings(monkeypatch, smtp_server.port, KANSLI_LANGUAGE="en",
+                             KANSLI_TIMEZONE="America/New_York")
+    record, items = failed_run()
+    record.status, record.error = "partial", "2 item(s) failed; first: row-3: row 3: bad"
+    assert notify_run(record, items, ["it-drift@example.se"], settings, schedule_id="letters") is True
+    [mail] = smtp_server.inbox.messages
+    assert mail["Subject"] == f"[kansli] decision_letters: partly done (run {record.run_id})"
+    body = mail.get_content().replace("\r\n", "\n")
+    assert body.startswith("The robot decision_letters ended with status PARTLY DONE.\n")
+    for laid_out in (r"\nSchedule: +letters\n", r"\nStarted: +2026-11-25 01:00:00 EST\n",
+                     r"\nItems: +3 total, 1 done, 0 already done, 1 errors in data, 1 technical errors\n",
+                     r"\n  - row-4 \(technical error, 3 attempt\(s\)\): the e-service answered HTTP 503\n"):
+        assert re.search(laid_out, body), laid_out
+    assert "Error:" not in body, "the item summary repeats the failed items below it"
+    assert "klar" not in body and "Ärenden" not in body

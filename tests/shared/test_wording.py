@@ -68,3 +68,11 @@ def test_fields_are_filled_and_a_key_or_language_unknown_is_an_error() -> None:
         words("no.such.key")
     with pytest.raises(ValueError, match="unknown staff language 'fi'"):
         wording("fi")  # type: ignore[arg-type]
+
+
+def test_run_errors_staff_read_leave_out_the_item_summary_and_word_known_ones() -> None:
+    words = wording("sv")
+    assert words.run_error("2 item(s) failed; first: k1: item k1: bad data") is None
+    assert words.run_error(None) is None
+    assert words.run_error("cancelled by signal") == "stoppad av en signal (Ctrl-C eller SIGTERM)"
+    assert words.run_error("Ärendet kunde inte skapas") == "Ärendet kunde inte skapas"
