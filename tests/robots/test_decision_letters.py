@@ -197,3 +197,21 @@ def test_no_secret_or_personnummer_in_anything_the_run_wrote(kansli_env: Path) -
         for needle in (CANARY, PERSONNUMMER, digits):
             assert needle.encode() not in content, f"{needle} in {path}"
     assert scanned >= 5
+
+
+def test_results_workbook_in_english_when_staff_read_english(
+    kansli_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared.settings import load_settings
+
+    monkeypatch.setenv("KANSLI_LANGUAGE", "en")
+    out = kansli_env / "letters"
+    Runner(load_settings()).run("decision_letters", {"input": str(DEMO_INPUT), "output_dir": str(out)})
+    sheet = load_workbook(out / "applications-resultat.xlsx").worksheets[0]
+    header = [cell.value for cell in sheet[1]]
+    assert header[-3:] == ["Status", "Letter file", "Error"]
+    status_col, error_col = header.index("Status") + 1, header.index("Error") + 1
+    assert sheet.cell(2, status_col).value == "done" and sheet.cell(8, status_col).value == "error in data"
+    assert sheet.cell(26, error_col).value == (
+        "Row 26: column “Beslutsdatum”: invalid date “2026-02-30” (write YYYY-MM-DD)")
+    assert sheet.cell(17, error_col).value == "Row 17: column “Efternamn”: required value is empty"
