@@ -103,8 +103,8 @@ def decision_letters(
     results = run.process(items, write_letter, reconcile=letter_written, total=len(rows),
                           batch=file_batch(input, output_dir.resolve()))
     destination = output_dir / f"{input.stem}-resultat.xlsx"
-    write_results(input, destination, result_cells(results, "letter_file", "letter", run.settings),
-                  RESULT_COLUMNS, settings=run.settings)
+    cells = result_cells(results, "letter_file", "letter", run.settings, rows=rows)
+    write_results(input, destination, cells, RESULT_COLUMNS, settings=run.settings)
     logger.info("letters in {}; results in {}", output_dir, destination)
 
 

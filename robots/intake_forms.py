@@ -82,8 +82,8 @@ def intake_forms(
                 "fast" if fast else "per-field")
     results = asyncio.run(submit_all(run, rows, count, fast, file_batch(input)))
     destination = output_dir / f"{input.stem}-resultat.xlsx"
-    write_results(input, destination, result_cells(results, "case_number", "case_number", run.settings),
-                  RESULT_COLUMNS, settings=run.settings)
+    cells = result_cells(results, "case_number", "case_number", run.settings, rows=rows)
+    write_results(input, destination, cells, RESULT_COLUMNS, settings=run.settings)
     logger.info("results in {}", destination)
 
 

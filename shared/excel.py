@@ -33,7 +33,7 @@ from pydantic_core import PydanticCustomError
 
 from shared.errors import InputError
 from shared.files import atomic_path
-from shared.redaction import mask_quoted_value
+from shared.redaction import mask_quoted_value, redact
 from shared.wording import LANGUAGES, VALIDATION_ALIASES, Language, Wording, wording
 
 if TYPE_CHECKING:
@@ -211,9 +211,9 @@ def word_problems(row: Row[Any], words: Wording) -> str:
 
 
 def word_problem(problem: CellProblem, words: Wording) -> str:
-    """One problem, naming its column and quoting its value (masked when personal)."""
+    """One problem, naming its column and quoting its value (masked when personal); redacted."""
     if not problem.column:
-        return words("validation.model", message=problem.message)
+        return redact(words("validation.model", message=problem.message))
     kind = VALIDATION_ALIASES.get(problem.kind, problem.kind)
     if kind == "missing" or problem.value is None or str(problem.value).strip() == "":
         body = words("validation.missing")
@@ -227,7 +227,7 @@ def word_problem(problem: CellProblem, words: Wording) -> str:
             body = words(key, **fields)
         except (KeyError, IndexError):  # a context field the wording names is not there
             body = words("validation.other", **fields)
-    return words("validation.column", column=words.quote(problem.column), problem=body)
+    return redact(words("validation.column", column=words.quote(problem.column), problem=body))
 
 
 def _shown(value: Any) -> str:
@@ -347,30 +347,32 @@ def row_key(row: Row[Any], column: str) -> str:
 
 def result_cells(
     results: Iterable[ItemResult], output_column: str, output_field: str,
-    settings: Settings | Language | None = None,
+    settings: Settings | Language | None = None, *, rows: Iterable[Row[Any]] = (),
 ) -> dict[int, dict[str, Any]]:
     """A results workbook's ``status``, output and ``error`` cells, by Excel row number.
 
     In the staff language of ``settings``: the outcome as staff say it (``klar``, ``fel i data``,
-    ...) and a bad row's problems worded for them (:func:`word_problems`).
+    ...) and a bad row's problems worded for them (:func:`word_problems`). A result's row is its
+    ``data`` when that is a :class:`Row`, else the one of ``rows`` with its position as number.
     """
     words = wording(settings)
+    by_number = {row.number: row for row in rows}
     return {
         result.position: {
             "status": words.outcome(result.outcome),
             output_column: (result.output or {}).get(output_field, "") if result.ok else "",
-            "error": staff_error(result, words),
+            "error": staff_error(result, words, by_number.get(result.position)),
         }
         for result in results
     }
 
 
-def staff_error(result: ItemResult, words: Wording) -> str:
+def staff_error(result: ItemResult, words: Wording, row: Row[Any] | None = None) -> str:
     """The item's error for staff: a bad row's own problems worded for them, else the error as recorded."""
     from shared.items import describe_error
 
-    row = result.data
-    if result.error and isinstance(row, Row) and row.problems and row.error:
+    row = result.data if isinstance(result.data, Row) else row
+    if result.error and row is not None and row.problems and row.error:
         if describe_error(InputError(row.error)) == result.error:  # it failed on its validation
             return word_problems(row, words)
     return result.error or ""

@@ -450,3 +450,12 @@ def test_any_bad_value_is_worded_naming_its_column_and_quoting_it_safely(column:
                 assert problem.column in worded
             assert redact(worded) == worded, "a valid personnummer or a secret in clear"
             assert len(worded) < 400
+
+
+def test_result_cells_find_the_row_by_number_when_the_item_data_is_not_the_row(tmp_path: Path) -> None:
+    rows = list(read_rows(decision_register(tmp_path / "b.xlsx"), Decision))
+    queued = [ItemResult(result.key, result.outcome, result.position, output=result.output,
+                         error=result.error, data={"stored": "as JSON"}) for result in item_results(rows)]
+    assert excel.result_cells(queued, "letter_file", "letter", "sv")[7]["error"] == rows[5].error
+    cells = excel.result_cells(queued, "letter_file", "letter", "sv", rows=rows)
+    assert cells[7]["error"] == SWEDISH_ERRORS[7]
