@@ -30,7 +30,7 @@ from shared.runner import Run
 DEMO_DIR = Path(__file__).resolve().parent.parent / "demo"
 DEFAULT_TEMPLATE = DEMO_DIR / "templates" / "beslut.docx"
 DEFAULT_OUTPUT = Path("var/out/decision_letters")
-RESULT_COLUMNS = ("status", "letter file", "error")
+RESULT_COLUMNS = ("status", "letter_file", "error")  # by meaning; headed in the staff language
 KOMMUN = "Exempelby kommun"
 FORVALTNING_BY_CASE_TYPE = {
     "Bostadsanpassningsbidrag": "Samhällsbyggnadsförvaltningen",
@@ -105,7 +105,8 @@ def decision_letters(
     results = run.process(row_items(rows, "Diarienummer", input), write_letter, reconcile=letter_written,
                           total=len(rows), on_change="redo")
     destination = output_dir / f"{input.stem}-resultat.xlsx"
-    write_results(input, destination, result_cells(results, "letter file", "letter"), RESULT_COLUMNS)
+    cells = result_cells(results, "letter_file", "letter", run.settings, rows=rows)
+    write_results(input, destination, cells, RESULT_COLUMNS, settings=run.settings)
     logger.info("letters in {}; results in {}", output_dir, destination)
 
 

@@ -40,7 +40,7 @@ from shared.runner import Run
 from shared.settings import EServiceSettings
 
 DEFAULT_OUTPUT = Path("var/out/intake_forms")
-RESULT_COLUMNS = ("status", "case number", "error")
+RESULT_COLUMNS = ("status", "case_number", "error")  # by meaning; headed in the staff language
 
 
 class Intake(BaseModel):
@@ -82,7 +82,8 @@ def intake_forms(
                 "fast" if fast else "per-field")
     results = asyncio.run(submit_all(run, rows, count, fast, input))
     destination = output_dir / f"{input.stem}-resultat.xlsx"
-    write_results(input, destination, result_cells(results, "case number", "case_number"), RESULT_COLUMNS)
+    cells = result_cells(results, "case_number", "case_number", run.settings, rows=rows)
+    write_results(input, destination, cells, RESULT_COLUMNS, settings=run.settings)
     logger.info("results in {}", destination)
 
 

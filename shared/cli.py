@@ -365,7 +365,7 @@ def report_command(
 
     runner = _runner()
     record = _find_run(runner, run_id)
-    path = write_report(runner.store, record.run_id)
+    path = write_report(runner.store, record.run_id, runner.settings)
     console().print(str(path), highlight=False, soft_wrap=True)
     if open_it:
         import webbrowser

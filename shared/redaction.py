@@ -98,6 +98,20 @@ def redact(text: str) -> str:
     return text
 
 
+def mask_quoted_value(text: str, *, personal: bool = False) -> str:
+    """A bad value fit to quote to staff: redacted, and its digits masked when it is personal data.
+
+    ``personal`` marks a value known to be personal data (a personnummer cell): it is quoted as its
+    shape only (``811218-987`` → ``******-***``), so staff see what is wrong without the number. A
+    value shaped like an identity number is masked so too, even with a wrong check digit (which
+    :func:`redact` leaves alone, as it may be anything).
+    """
+    text = redact(text)
+    if personal or _PERSONNUMMER.search(text):
+        text = "".join("*" if char.isdigit() else char for char in text)  # any script's digits
+    return text
+
+
 def redact_value(value: Any) -> Any:
     """Redact strings inside nested dicts, lists and tuples; other values pass unchanged."""
     if isinstance(value, str):

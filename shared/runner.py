@@ -495,7 +495,7 @@ class Runner:
         from shared.report import write_report
 
         try:
-            write_report(self.store, run.run_id)
+            write_report(self.store, run.run_id, self.settings)
         except Exception as error:  # noqa: BLE001 - the run is already recorded
             logger.warning("could not write the run report: {}", describe_error(error))
 

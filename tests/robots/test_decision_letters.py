@@ -52,16 +52,20 @@ def test_letters_and_results_for_the_demo_register(kansli_env: Path) -> None:
     results = load_workbook(out / "applications-resultat.xlsx")
     sheet = results.worksheets[0]
     header = [cell.value for cell in sheet[1]]
-    assert header[-3:] == ["status", "letter file", "error"]
+    assert header[-3:] == ["Status", "Brevfil", "Fel"]
     assert sheet.freeze_panes == "A2", "the input's formatting was not kept"
-    status_col, file_col, error_col = (header.index(n) + 1 for n in ("status", "letter file", "error"))
+    status_col, file_col, error_col = (header.index(n) + 1 for n in ("Status", "Brevfil", "Fel"))
     for number in range(2, 52):
         status = sheet.cell(number, status_col).value
         if number in BAD_ROWS:
-            assert status == "fel i data" and f"row {number}" in sheet.cell(number, error_col).value
+            error = sheet.cell(number, error_col).value
+            assert status == "fel i data" and error.startswith(f"Rad {number}: kolumnen ”")
         else:
             assert status == "klar" and sheet.cell(number, file_col).value.startswith("beslut-")
-    assert "Personnummer" in sheet.cell(8, error_col).value
+    assert sheet.cell(8, error_col).value == ("Rad 8: kolumnen ”Personnummer”: ogiltigt personnummer "
+                                              "”********-****” (fel form eller kontrollsiffra)")
+    assert sheet.cell(35, error_col).value == ("Rad 35: kolumnen ”Beslut”: ogiltigt värde ”Kanske” "
+                                               "(tillåtet: ”Bifall”, ”Delvis bifall” eller ”Avslag”)")
 
 
 def test_bad_rows_name_row_and_column(kansli_env: Path) -> None:
@@ -226,3 +230,21 @@ def test_another_output_dir_writes_only_the_new_cases_and_a_corrected_decision_a
     assert redone.key == sheet.cell(3, header.index("Diarienummer") + 1).value
     assert "Omprövat beslut" in letter_text(kansli_env / "b" / f"beslut-{redone.key}.docx")
     assert second.items_skipped == 9 and second.items_done == new_cases + 1
+
+
+def test_results_workbook_in_english_when_staff_read_english(
+    kansli_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared.settings import load_settings
+
+    monkeypatch.setenv("KANSLI_LANGUAGE", "en")
+    out = kansli_env / "letters"
+    Runner(load_settings()).run("decision_letters", {"input": str(DEMO_INPUT), "output_dir": str(out)})
+    sheet = load_workbook(out / "applications-resultat.xlsx").worksheets[0]
+    header = [cell.value for cell in sheet[1]]
+    assert header[-3:] == ["Status", "Letter file", "Error"]
+    status_col, error_col = header.index("Status") + 1, header.index("Error") + 1
+    assert sheet.cell(2, status_col).value == "done" and sheet.cell(8, status_col).value == "error in data"
+    assert sheet.cell(26, error_col).value == (
+        "Row 26: column “Beslutsdatum”: invalid date “2026-02-30” (write YYYY-MM-DD)")
+    assert sheet.cell(17, error_col).value == "Row 17: column “Efternamn”: required value is empty"

@@ -65,7 +65,7 @@ def test_happy_path_and_validation_errors(eservice: RunningSite, kansli_env: Pat
 
     sheet = load_workbook(out / "inkomna-resultat.xlsx").worksheets[0]
     header = [cell.value for cell in sheet[1]]
-    assert header[-3:] == ["status", "case number", "error"]
+    assert header[-3:] == ["Status", "Ärendenummer", "Fel"]
     by_reference = {r[0]: r[-3:] for r in sheet.iter_rows(min_row=2, values_only=True)}
     assert by_reference[reference(2)] == ("klar", cases[reference(2)], None)
     assert by_reference[reference(14)][0] == "fel i data"

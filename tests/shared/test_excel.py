@@ -18,6 +18,7 @@ from shared.errors import InputError
 from shared.excel import Personnummer, Postnummer, Row, read_rows
 from shared.items import OUTCOMES, ItemResult
 from shared.redaction import redact
+from shared.wording import staff_text
 
 HEADER = ["Referens", "Personnummer", "Förnamn", "Postnummer", "Belopp"]
 PNR = "811218-9876"
@@ -153,7 +154,7 @@ def test_write_results_adds_columns_fills_rows_and_leaves_the_source_alone(tmp_p
     out = excel.write_results(source, tmp_path / "ut" / "reg-resultat.xlsx",
                         {3: {"status": "fel i data", "error": "row 3: trasig"}}, ["status", "error"])
     result = load_workbook(out).active
-    assert [cell.value for cell in result[1]] == [*HEADER, "status", "error"]
+    assert [cell.value for cell in result[1]] == [*HEADER, "Status", "Fel"]
     assert [c.value for c in result[3]] == ["SN-2", PNR, "Örjan", None, None, "fel i data", "row 3: trasig"]
     assert [cell.value for cell in result[2]][:3] == ["SN-1", PNR, "Åsa"] and result["F2"].value is None
     assert result["F1"].font.bold, "the new header cell takes the header's style"
@@ -167,7 +168,7 @@ def test_write_results_over_its_own_output_reuses_the_result_columns(tmp_path: P
     excel.write_results(source, out, {2: {"status": "tekniskt fel"}}, ["status"])
     excel.write_results(out, out, {2: {"status": "klar"}}, ["status"])
     result = load_workbook(out).active
-    assert [cell.value for cell in result[1]] == [*HEADER, "status"] and result["F2"].value == "klar"
+    assert [cell.value for cell in result[1]] == [*HEADER, "Status"] and result["F2"].value == "klar"
     assert [p.name for p in out.parent.iterdir()] == ["res.xlsx"]
 
 
@@ -184,14 +185,14 @@ def test_a_save_failing_half_way_leaves_the_old_destination_and_no_temp_file(tmp
 
 
 def test_result_cells_label_every_outcome_in_swedish() -> None:
-    assert set(excel.OUTCOME_LABELS) == set(OUTCOMES)
+    assert all(staff_text(f"outcome.{outcome}", "sv") for outcome in OUTCOMES)
     results = [ItemResult("SN-1", "done", 2, output={"letter": "beslut-SN-1.docx"}),
                ItemResult("SN-2", "skipped", 3, output={"letter": "beslut-SN-2.docx"}),
                ItemResult("SN-3", "business_error", 4, output={"letter": "x"}, error="row 4: fel"),
                ItemResult("SN-4", "app_error", 5, error="timeout"), ItemResult("SN-5", "done", 6)]
     assert excel.result_cells(results, "letter file", "letter") == {
         2: {"status": "klar", "letter file": "beslut-SN-1.docx", "error": ""},
-        3: {"status": "klar", "letter file": "beslut-SN-2.docx", "error": ""},
+        3: {"status": "redan klar", "letter file": "beslut-SN-2.docx", "error": ""},
         4: {"status": "fel i data", "letter file": "", "error": "row 4: fel"},
         5: {"status": "tekniskt fel", "letter file": "", "error": "timeout"},
         6: {"status": "klar", "letter file": "", "error": ""},
@@ -214,3 +215,247 @@ def test_read_rows_is_not_fooled_by_a_wrong_dimension_record(tmp_path: Path) -> 
                 assert b'<dimension ref="A1"/>' in data
             target.writestr(info, data)
     assert [row.model is not None for row in read_rows(stale, Person)] == [True]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Results workbooks in the staff language (issue 10.4): headers, outcomes and worded validation
+# problems that name the column and quote the value, masked when it is personal data.
+# ---------------------------------------------------------------------------------------------------
+
+from datetime import date as _date  # noqa: E402
+from typing import Literal as _Literal  # noqa: E402
+from uuid import UUID as _UUID  # noqa: E402
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from pydantic import field_validator, model_validator  # noqa: E402
+
+from shared.items import describe_error  # noqa: E402
+from shared.redaction import register_secret  # noqa: E402
+from shared.wording import LANGUAGES, wording  # noqa: E402
+
+STAFF_HEADER = ["Referens", "Personnummer", "Beslut", "Datum", "Belopp", "Antal", "Ort", "Kod"]
+
+
+class Decision(BaseModel):
+    model_config = ConfigDict(coerce_numbers_to_str=True, str_strip_whitespace=True)
+
+    referens: str = Field(alias="Referens", min_length=3)
+    personnummer: Personnummer = Field(alias="Personnummer")
+    beslut: _Literal["Bifall", "Avslag"] = Field(alias="Beslut")
+    datum: _date = Field(alias="Datum")
+    belopp: int | None = Field(default=None, alias="Belopp", ge=0)
+    antal: int | None = Field(default=None, alias="Antal")
+    ort: str | None = Field(default=None, alias="Ort")
+    kod: _UUID | None = Field(default=None, alias="Kod")
+
+    @field_validator("ort")
+    @classmethod
+    def known_town(cls, value: str | None) -> str | None:
+        if value is not None and value not in ("Exempelby", "Åby"):
+            raise ValueError("okänd ort")
+        return value
+
+    @model_validator(mode="after")
+    def no_amount_when_refused(self) -> Decision:
+        if self.beslut == "Avslag" and self.belopp:
+            raise ValueError("Belopp vid avslag")
+        return self
+
+
+GOOD = ["SN-1", PNR, "Bifall", _date(2026, 3, 1), 100, 2, "Åby", None]
+BAD_PNR = "811218-9875"  # a wrong check digit: redact() alone would leave it
+
+
+def decision_register(path: Path) -> Path:
+    def variant(**changes: Any) -> list[Any]:
+        row = dict(zip(STAFF_HEADER, GOOD, strict=True))
+        row.update(changes)
+        return list(row.values())
+
+    return sheet(path, GOOD, variant(Referens="AB"), variant(Personnummer=BAD_PNR),
+                 variant(Beslut="Kanske"), variant(Datum="2026-13-45"), variant(Belopp=-5),
+                 variant(Antal="tre"), variant(Ort="Atlantis"), variant(Kod="xyz"), variant(Beslut=None),
+                 variant(Beslut="Avslag"), variant(Referens="A", Personnummer="19811218-98", Beslut="Ja",
+                                                   Datum="igår", Belopp=-1, Antal="x", Kod="y"),
+                 variant(Antal=PNR), header=STAFF_HEADER)
+
+
+def item_results(rows: list[Row[Decision]]) -> list[ItemResult]:
+    """What the item layer makes of the rows: a bad row fails with its error line, as a robot raises it."""
+    results = []
+    for row in rows:
+        if row.model is None:
+            error = describe_error(InputError(row.error or ""))
+            results.append(ItemResult(f"row-{row.number}", "business_error", row.number, error=error,
+                                      data=row))
+        else:
+            results.append(ItemResult(row.model.referens, "done", row.number,
+                                      output={"letter": f"brev-{row.model.referens}.docx"}, data=row))
+    return results
+
+
+SWEDISH_ERRORS = {
+    3: "Rad 3: kolumnen ”Referens”: för kort värde ”AB” (minst 3 tecken)",
+    4: "Rad 4: kolumnen ”Personnummer”: ogiltigt personnummer ”******-****” (fel form eller kontrollsiffra)",
+    5: "Rad 5: kolumnen ”Beslut”: ogiltigt värde ”Kanske” (tillåtet: ”Bifall” eller ”Avslag”)",
+    6: "Rad 6: kolumnen ”Datum”: ogiltigt datum ”2026-13-45” (skriv ÅÅÅÅ-MM-DD)",
+    7: "Rad 7: kolumnen ”Belopp”: för litet värde ”-5” (minst 0)",
+    8: "Rad 8: kolumnen ”Antal”: ”tre” är inget heltal",
+    9: "Rad 9: kolumnen ”Ort”: ogiltigt värde ”Atlantis” (okänd ort)",
+    11: "Rad 11: kolumnen ”Beslut”: värde saknas",
+    12: "Rad 12: Belopp vid avslag",
+    14: "Rad 14: kolumnen ”Antal”: ”******-****” är inget heltal",
+}
+ENGLISH_ERRORS = {
+    3: "Row 3: column “Referens”: value “AB” is too short (at least 3 characters)",
+    4: "Row 4: column “Personnummer”: invalid personnummer “******-****” (format or check digit)",
+    5: "Row 5: column “Beslut”: invalid value “Kanske” (allowed: “Bifall” or “Avslag”)",
+    6: "Row 6: column “Datum”: invalid date “2026-13-45” (write YYYY-MM-DD)",
+    7: "Row 7: column “Belopp”: value “-5” is too small (at least 0)",
+    8: "Row 8: column “Antal”: “tre” is not a whole number",
+    11: "Row 11: column “Beslut”: required value is empty",
+}
+
+
+@pytest.mark.parametrize(("language", "headers", "outcomes", "expected"), [
+    ("sv", ["Status", "Brevfil", "Fel"], ("klar", "fel i data"), SWEDISH_ERRORS),
+    ("en", ["Status", "Letter file", "Error"], ("done", "error in data"), ENGLISH_ERRORS),
+])
+def test_results_workbook_in_the_staff_language(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, language: str, headers: list[str],
+    outcomes: tuple[str, str], expected: dict[int, str],
+) -> None:
+    monkeypatch.setenv("KANSLI_LANGUAGE", language)
+    from shared.settings import load_settings
+
+    staff = load_settings()
+    source = decision_register(tmp_path / "beslut.xlsx")
+    results = item_results(list(read_rows(source, Decision)))
+    cells = excel.result_cells(results, "letter_file", "letter", staff)
+    out = excel.write_results(source, tmp_path / "ut.xlsx", cells, ("status", "letter_file", "error"),
+                              settings=staff)
+    result = load_workbook(out).active
+    assert [cell.value for cell in result[1]] == [*STAFF_HEADER, *headers]
+    by_row = {number: [cell.value for cell in result[number]][-3:] for number in range(2, 15)}
+    assert by_row[2] == [outcomes[0], "brev-SN-1.docx", None]
+    assert all(by_row[number][0] == outcomes[1] for number in range(3, 15))
+    for number, message in expected.items():
+        assert by_row[number][2] == message, number
+    more = by_row[13][2]
+    assert more.count("”" if language == "sv" else "“") >= 10 and more.endswith(
+        "och 2 fel till" if language == "sv" else "and 2 more problem(s)")
+    assert "Kod" in by_row[10][2] and ("“xyz”" if language == "en" else "”xyz”") in by_row[10][2]
+    errors = " ".join(str(by_row[number][2]) for number in range(3, 15))
+    assert BAD_PNR not in errors and PNR not in errors and "9875" not in errors
+
+
+def test_an_unknown_error_type_still_names_the_column_and_quotes_the_value(tmp_path: Path) -> None:
+    rows = {row.number: row for row in read_rows(decision_register(tmp_path / "b.xlsx"), Decision)}
+    swedish = excel.word_problems(rows[10], wording("sv"))
+    assert swedish.startswith("Rad 10: kolumnen ”Kod”: ogiltigt värde ”xyz” (Input should be a valid UUID")
+    english = excel.word_problems(rows[10], wording("en"))
+    assert english.startswith("Row 10: column “Kod”: invalid value “xyz”")
+    missing = excel.CellProblem("Förnamn", "missing", "Field required", {"whole": "row"})
+    assert excel.word_problem(missing, wording("sv")) == "kolumnen ”Förnamn”: värde saknas"
+
+
+def test_the_english_error_line_for_logs_is_unchanged_and_quotes_nothing(tmp_path: Path) -> None:
+    rows = {row.number: row for row in read_rows(decision_register(tmp_path / "b.xlsx"), Decision)}
+    assert rows[4].error == "row 4: column 'Personnummer': not a valid personnummer (format or check digit)"
+    assert rows[8].error is not None and "tre" not in rows[8].error
+    assert [problem.column for problem in rows[13].problems] == [
+        "Referens", "Personnummer", "Beslut", "Datum", "Belopp", "Antal", "Kod"]
+    assert rows[4].problems[0].personal and not rows[8].problems[0].personal
+
+
+def test_errors_that_are_not_the_rows_validation_are_kept_as_recorded(tmp_path: Path) -> None:
+    rows = list(read_rows(decision_register(tmp_path / "b.xlsx"), Decision))
+    bad = next(row for row in rows if row.problems)
+    results = [ItemResult("dup", "business_error", bad.number, error="duplicate key 'SN-1' in the input",
+                          data=bad),
+               ItemResult("SN-1", "app_error", 2, error="the e-service answered HTTP 503", data=rows[0])]
+    cells = excel.result_cells(results, "letter_file", "letter", "sv")
+    assert cells[bad.number]["error"] == "duplicate key 'SN-1' in the input"
+    assert cells[2] == {"status": "tekniskt fel", "letter_file": "",
+                        "error": "the e-service answered HTTP 503"}
+
+
+def test_a_results_workbook_fed_back_in_another_language_reuses_its_columns(tmp_path: Path) -> None:
+    source = sheet(tmp_path / "reg.xlsx", ["SN-1", PNR, "Bo"])
+    english = excel.write_results(source, tmp_path / "en.xlsx",
+                                  {2: {"status": "done", "case_number": "KS-1"}},
+                                  ["status", "case_number"], settings="en")
+    assert [cell.value for cell in load_workbook(english).active[1]][-2:] == ["Status", "Case number"]
+    swedish = excel.write_results(english, tmp_path / "sv.xlsx",
+                                  {2: {"status": "klar", "case_number": "KS-2"}},
+                                  ["status", "case_number", "error"], settings="sv")
+    result = load_workbook(swedish).active
+    assert [cell.value for cell in result[1]] == [*HEADER, "Status", "Ärendenummer", "Fel"]
+    assert [cell.value for cell in result[2]][-3:] == ["klar", "KS-2", None]
+    old = sheet(tmp_path / "old.xlsx", ["SN-1", PNR, "Bo", None, None, "klar", "beslut.docx"],
+                header=[*HEADER, "status", "letter file"])
+    again = load_workbook(excel.write_results(old, tmp_path / "again.xlsx", {},
+                                              ["status", "letter file"])).active
+    assert [cell.value for cell in again[1]] == [*HEADER, "Status", "Brevfil"], "old English keys are reused"
+    own = excel.write_results(source, tmp_path / "own.xlsx", {2: {"Påminnelse": "skickad"}}, ["Påminnelse"])
+    assert load_workbook(own).active["F1"].value == "Påminnelse", "a name with no wording is its own header"
+
+
+class Named(BaseModel):
+    namn: str = Field(alias="Namn")
+    personnr: str = Field(alias="Personnr")
+    typed: Personnummer | None = Field(default=None, alias="Sökande")
+
+
+def test_personal_columns_are_found_by_type_and_by_name() -> None:
+    assert excel.personal_columns(Named) == frozenset({"Personnr", "Sökande"})
+    assert excel.personal_columns(Decision) == frozenset({"Personnummer"})
+
+
+def _problems(model: type[BaseModel], data: dict[str, Any]) -> list[excel.CellProblem]:
+    try:
+        model.model_validate(data)
+    except ValidationError as error:
+        return excel.cell_problems(error, model)
+    return []
+
+
+@settings(max_examples=150, deadline=None)
+@given(value=st.one_of(st.text(max_size=30), st.from_regex(r"(19|20)?\d{6}[-+]?\d{3,5}", fullmatch=True)))
+def test_a_personal_value_is_never_quoted_with_its_digits(value: str) -> None:
+    good = dict(zip(STAFF_HEADER, GOOD, strict=True))
+    for problem in _problems(Decision, {**good, "Personnummer": value.strip() or None}):
+        assert problem.column == "Personnummer"
+        for language in LANGUAGES:
+            worded = excel.word_problem(problem, wording(language))
+            assert not any(char.isdigit() for char in worded), worded
+            assert "Personnummer" in worded
+
+
+CELL_VALUES = st.one_of(st.none(), st.text(max_size=60), st.integers(), st.floats(allow_nan=False),
+                        st.dates(), st.datetimes(), st.booleans())
+
+
+@settings(max_examples=200, deadline=None)
+@given(column=st.sampled_from(STAFF_HEADER[2:]), value=CELL_VALUES)
+def test_any_bad_value_is_worded_naming_its_column_and_quoting_it_safely(column: str, value: Any) -> None:
+    register_secret("hemligt-lösen-42")
+    good = dict(zip(STAFF_HEADER, GOOD, strict=True))
+    for problem in _problems(Decision, {**good, column: value}):
+        for language in LANGUAGES:
+            worded = excel.word_problem(problem, wording(language))
+            if problem.column:
+                assert worded.startswith("kolumnen ”" if language == "sv" else "column “")
+                assert problem.column in worded
+            assert redact(worded) == worded, "a valid personnummer or a secret in clear"
+            assert len(worded) < 400
+
+
+def test_result_cells_find_the_row_by_number_when_the_item_data_is_not_the_row(tmp_path: Path) -> None:
+    rows = list(read_rows(decision_register(tmp_path / "b.xlsx"), Decision))
+    queued = [ItemResult(result.key, result.outcome, result.position, output=result.output,
+                         error=result.error, data={"stored": "as JSON"}) for result in item_results(rows)]
+    assert excel.result_cells(queued, "letter_file", "letter", "sv")[7]["error"] == rows[5].error
+    cells = excel.result_cells(queued, "letter_file", "letter", "sv", rows=rows)
+    assert cells[7]["error"] == SWEDISH_ERRORS[7]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -107,13 +108,16 @@ def test_a_failed_run_mails_the_recipients_without_secrets(
     assert notify_run(record, items, ["it-drift@example.se"], settings, schedule_id="letters") is True
     assert smtp_server.inbox.logins == ["kansli"]  # the password was used, and accepted
     [mail] = smtp_server.inbox.messages
-    assert mail["Subject"] == f"[kansli] decision_letters: failed (run {record.run_id})"
+    assert mail["Subject"] == f"[kansli] decision_letters: misslyckad (körning {record.run_id})"
     assert mail["To"] == "it-drift@example.se"
-    body = mail.get_content()
-    for expected in (record.run_id, "Schedule:  letters", "2026-11-25T06:00:00", "3 total", "1 done",
-                     "row-3 (business_error", "row-4 (app_error", f"kansli logs {record.run_id}",
-                     "Ärendet kunde inte skapas"):
-        assert expected in body
+    body = mail.get_content().replace("\r\n", "\n")
+    for expected in (record.run_id, "status MISSLYCKAD", "3 totalt, 1 klara", "1 fel i data",
+                     "row-3 (fel i data, 1 försök)", "row-4 (tekniskt fel, 3 försök)",
+                     f"kansli logs {record.run_id}", "Ärendet kunde inte skapas"):
+        assert expected in body, expected
+    for laid_out in (r"\nSchema: +letters\n", r"\nStart: +2026-11-25 07:00:00 CET\n",
+                     r"\nSlut: +2026-11-25 07:01:00 CET\n"):
+        assert re.search(laid_out, body), laid_out
     raw = smtp_server.inbox.raw[0]
     for secret in (CANARY_PASSWORD, PERSONNUMMER, "191212-1212", "121212-1212"):
         assert secret not in body and secret.encode() not in raw
@@ -157,5 +161,25 @@ def test_a_refused_login_is_a_logged_failure(
 def test_the_body_is_utf8(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = smtp_settings(monkeypatch, 25)
     record, items = failed_run()
-    message = build_message(record, items, ["a@example.se"], settings.smtp)
+    message = build_message(record, items, ["a@example.se"], settings)
     assert message.get_content_charset() == "utf-8"
+
+
+def test_english_staff_get_the_mail_in_english_with_their_zone(
+    smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = smtp_settings(monkeypatch, smtp_server.port, KANSLI_LANGUAGE="en",
+                             KANSLI_TIMEZONE="America/New_York")
+    record, items = failed_run()
+    record.status, record.error = "partial", "2 item(s) failed; first: row-3: row 3: bad"
+    assert notify_run(record, items, ["it-drift@example.se"], settings, schedule_id="letters") is True
+    [mail] = smtp_server.inbox.messages
+    assert mail["Subject"] == f"[kansli] decision_letters: partly done (run {record.run_id})"
+    body = mail.get_content().replace("\r\n", "\n")
+    assert body.startswith("The robot decision_letters ended with status PARTLY DONE.\n")
+    for laid_out in (r"\nSchedule: +letters\n", r"\nStarted: +2026-11-25 01:00:00 EST\n",
+                     r"\nItems: +3 total, 1 done, 0 already done, 1 errors in data, 1 technical errors\n",
+                     r"\n  - row-4 \(technical error, 3 attempt\(s\)\): the e-service answered HTTP 503\n"):
+        assert re.search(laid_out, body), laid_out
+    assert "Error:" not in body, "the item summary repeats the failed items below it"
+    assert "klar" not in body and "Ärenden" not in body

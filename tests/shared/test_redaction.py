@@ -51,3 +51,14 @@ def test_pseudonym_is_stable_and_keyed() -> None:
     assert one == pseudonym("811218-9876", "key-a")
     assert one != pseudonym("811218-9876", "key-b")
     assert "9876" not in one
+
+
+def test_a_quoted_value_is_redacted_and_masked_to_its_shape_when_personal() -> None:
+    from shared.redaction import mask_quoted_value
+
+    assert mask_quoted_value("Kanske") == "Kanske"
+    assert mask_quoted_value("811218-9875") == "******-****", "a wrong check digit is still a number"
+    assert mask_quoted_value("19811218-98", personal=True) == "********-**"
+    assert mask_quoted_value("ruta ２３", personal=True) == "ruta **"
+    assert mask_quoted_value("tre 811218-9876") == "tre ******-****"
+    assert mask_quoted_value("12 äpplen") == "12 äpplen"

@@ -322,7 +322,7 @@ def test_a_failed_run_sends_a_mail_without_secrets(
     [mail] = smtp_server.inbox.messages
     [record] = daemons.runs("crash")
     assert record.status == "failed"
-    assert mail["Subject"] == f"[kansli] crashing: failed (run {record.run_id})"
+    assert mail["Subject"] == f"[kansli] crashing: misslyckad (körning {record.run_id})"
     body = mail.get_content()
     assert f"kansli logs {record.run_id}" in body and "RuntimeError" in body
     raw = smtp_server.inbox.raw[0]
