@@ -383,6 +383,9 @@ def staff_error(result: ItemResult, words: Wording, row: Row[Any] | None = None)
     """The item's error for staff: a bad row's own problems worded for them, else the error as recorded."""
     from shared.items import describe_error
 
+    if result.problem is not None:
+        code, fields = result.problem
+        return words(f"item_problem.{code}", **fields)
     row = result.data if isinstance(result.data, Row) else row
     if result.error and row is not None and row.problems and row.error:
         if describe_error(InputError(row.error)) == result.error:  # it failed on its validation

@@ -110,6 +110,8 @@ class ItemResult:
     note: str | None = None
     changed: bool = False
     version: int = 1
+    #: Why the queue refused it, for staff-facing words: ``("duplicate_key", {"key": ..., ...})``.
+    problem: tuple[str, dict[str, Any]] | None = None
 
     @property
     def ok(self) -> bool:
@@ -208,15 +210,18 @@ class ItemProcessor:
     def _input_problem(self, item: WorkItem) -> ItemResult | None:
         """A row without a key, or a key already met in this input: a business error."""
         if not item.key.strip():
+            own = getattr(item.data, "error", None)  # a row whose key cell failed validation says so
             return ItemResult(f"row-{item.position} (no key)", "business_error", item.position,
-                              data=item.data, error=f"row {item.position} has no key",
-                              error_class="InputError")
+                              data=item.data, error=own or f"row {item.position} has no key",
+                              error_class="InputError",
+                              problem=None if own else ("no_key", {"row": item.position}))
         first = self._seen.get(item.key)
         if first is None:
             self._seen[item.key] = item.position
             return None
         return ItemResult(f"{item.key} (duplicate at {item.position})", "business_error", item.position,
                           data=item.data, error_class="InputError",
+                          problem=("duplicate_key", {"key": item.key, "first": first, "row": item.position}),
                           error=f"key {item.key!r} appears twice in the input: rows {first} and "
                                 f"{item.position}; row {item.position} was not done")
 
@@ -234,7 +239,7 @@ class ItemProcessor:
                 return None
             return ItemResult(item.key, "skipped", item.position, output=entry.output, data=item.data,
                               note=DATA_CHANGED if changed else DONE_BEFORE, changed=changed,
-                              version=entry.version)
+                              version=entry.version, problem=("data_changed", {}) if changed else None)
         limit = self.context.queue.max_attempts
         if entry.status == "app_error" and entry.attempts >= limit and not self.context.rerun_all:
             return ItemResult(item.key, "app_error", item.position, data=item.data, attempts=0,

@@ -29,6 +29,11 @@ _SWEDISH: dict[str, str] = {
     "outcome.business_error": "fel i data",
     "outcome.app_error": "tekniskt fel",
     "outcome.in_progress": "avbruten",
+    # an item the queue refused before any work (shared.items)
+    "item_problem.no_key": "Rad {row}: nyckel saknas",
+    "item_problem.duplicate_key": "Nyckeln ”{key}” finns två gånger i underlaget: rad {first} och rad {row}; "
+                                  "rad {row} gjordes inte",
+    "item_problem.data_changed": "Gjordes tidigare; uppgifterna har ändrats sedan dess (gjordes inte om)",
     # a run's status
     "run_status.running": "pågår",
     "run_status.succeeded": "klar",
@@ -127,6 +132,10 @@ _ENGLISH: dict[str, str] = {
     "outcome.business_error": "error in data",
     "outcome.app_error": "technical error",
     "outcome.in_progress": "interrupted",
+    "item_problem.no_key": "Row {row}: the key is missing",
+    "item_problem.duplicate_key": "Key “{key}” appears twice in the input: rows {first} and {row}; "
+                                  "row {row} was not done",
+    "item_problem.data_changed": "Done before; its data has changed since (not done again)",
     "run_status.running": "running",
     "run_status.succeeded": "succeeded",
     "run_status.failed": "failed",
