@@ -341,13 +341,11 @@ class ItemProcessor:
         if data:
             state.update(data_hash=item.fingerprint or fingerprint(item.data), version=item.version,
                          not_before=None)
-            if item.source is not None:
-                state["source"] = item.source
         if outcome != "in_progress":
             state.update(output=record.output, error=record.error, error_class=record.error_class,
                          not_before=self._retry_at(item) if outcome == "app_error" else None)
         with self.store.engine.begin() as connection:
-            self.queue.update(item.key, connection, **state)
+            self.queue.set_state(connection, item.key, state)
             self.store.record_item(record, connection)
 
     def _retry_at(self, item: WorkItem) -> str:

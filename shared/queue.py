@@ -30,6 +30,7 @@ from shared.store import Store, queue_items, runs, utcnow
 STATUSES = ("pending", "in_progress", "done", "business_error", "app_error")
 #: Keys are looked up and added this many at a time (SQL parameter limits, memory).
 CHUNK = 500
+_STATE_UPDATES: dict[tuple[str, ...], Any] = {}
 
 
 @dataclass
@@ -199,6 +200,21 @@ class WorkQueue:
         self.update(key, **values)
         return "updated"
 
+    def enqueue_many(self, entries: Iterable[tuple[str, Any]], *, source: str | None = None,
+                     run_id: str | None = None, on_change: str = "skip") -> dict[str, int]:
+        """:meth:`enqueue` for many ``(key, data)`` at once; counts of what happened to them."""
+        counts = {"added": 0, "known": 0, "updated": 0, "changed": 0}
+        pending = iter(entries)
+        while chunk := [entry for _, entry in zip(range(CHUNK), pending, strict=False)]:
+            known = self.lookup([key for key, _ in chunk])
+            fresh = [(key, data) for key, data in chunk if key not in known]
+            counts["added"] += self.add(({"key": key, "data": payload(data), "data_hash": fingerprint(data),
+                                          "source": source} for key, data in fresh), run_id)
+            for key, data in chunk:
+                if key in known:
+                    counts[self.enqueue(key, data, source=source, run_id=run_id, on_change=on_change)] += 1
+        return counts
+
     # -- consuming --------------------------------------------------------------------------------
 
     def _claimable(self, max_attempts: int, now: str) -> Any:
@@ -263,6 +279,24 @@ class WorkQueue:
             return
         with self.store.engine.begin() as own:
             own.execute(statement)
+
+    def set_state(self, connection: Connection, key: str, state: dict[str, Any]) -> None:
+        """The hot path of an item's attempt: one prepared UPDATE for a fixed set of columns.
+
+        ``state`` holds exactly the columns of :data:`BEGIN_COLUMNS` or :data:`FINISH_COLUMNS`
+        (``output`` JSON-encoded here); built once, a statement costs no SQL construction per item.
+        """
+        columns = tuple(state)
+        statement = _STATE_UPDATES.get(columns)
+        if statement is None:
+            assignments = ", ".join(f"{name} = :{name}" for name in columns)
+            statement = sa.text(f"UPDATE {queue_items.name} SET {assignments}, updated_at = :updated_at "
+                                "WHERE queue = :queue AND key = :key")
+            _STATE_UPDATES[columns] = statement
+        values = {**state, "updated_at": utcnow(), "queue": self.name, "key": key}
+        if "output" in values:
+            values["output"] = _dumps(values["output"])
+        connection.execute(statement, values)
 
     def adopt_hashes(self, hashes: dict[str, str]) -> None:
         """Store the data hash of keys that had none (migrated from the version-1 ledger)."""

@@ -37,6 +37,7 @@ from shared.errors import (
     UsageError,
 )
 from shared.items import (
+    DATA_CHANGED,
     OUTCOMES,
     AsyncHandler,
     AsyncReconcile,
@@ -132,7 +133,7 @@ class Run:
         again as a new version with ``on_change="redo"``.
         """
         processor = self._processor(handler, queue, reconcile, on_change)
-        with self._batch_progress(total) as progress:
+        with self._batch_progress(total, processor.queue.name) as progress:
             return self._keep(lambda: run_batch(processor, planned_items(processor, items), progress,
                                                 workers))
 
@@ -149,7 +150,7 @@ class Run:
     ) -> list[ItemResult]:
         """:meth:`process` for coroutine handlers: ``workers`` items at a time on one event loop."""
         processor = self._processor(handler, queue, reconcile, on_change)
-        with self._batch_progress(total) as progress:
+        with self._batch_progress(total, processor.queue.name) as progress:
             planned = planned_items(processor, items)
             return await self._keep_async(run_batch_async(processor, planned, progress, workers))
 
@@ -167,7 +168,7 @@ class Run:
         processor = self._processor(handler, queue, reconcile, "skip")
         ready = processor.queue.ready_count(self.settings.queue.max_attempts)
         total = ready if limit is None else min(ready, limit)
-        with self._batch_progress(total) as progress:
+        with self._batch_progress(total, processor.queue.name) as progress:
             try:
                 return self._keep(lambda: run_batch(processor, claimed_items(processor, limit), progress,
                                                     workers))
@@ -187,6 +188,15 @@ class Run:
             self.audit.later("item.enqueued", {"queue": queue, "item_key": key, "result": result})
         return result
 
+    def enqueue_many(self, queue: str, entries: Iterable[tuple[str, Any]], *, source: str | None = None,
+                     on_change: OnChange = "skip") -> dict[str, int]:
+        """:meth:`enqueue` for many ``(key, data)``: counts by what happened (``added``, ...)."""
+        counts = WorkQueue(self.store, queue).enqueue_many(entries, source=source, run_id=self.run_id,
+                                                           on_change=on_change)
+        if self.audit is not None:
+            self.audit.event("queue.enqueued", {"queue": queue, **counts})
+        return counts
+
     def _processor(
         self, handler: Any, queue: str | None, reconcile: Any, on_change: OnChange
     ) -> ItemProcessor:
@@ -201,15 +211,14 @@ class Run:
                              on_change=on_change)
 
     @contextmanager
-    def _batch_progress(self, total: int | None) -> Iterator[Progress]:
+    def _batch_progress(self, total: int | None, queue: str) -> Iterator[Progress]:
         """The run's progress, also queueing item outcomes for the audit trail (flushed at the end)."""
         progress = _AuditedProgress(self.progress, self.audit)
         progress.start(total)
         try:
             yield progress
         finally:
-            if self.audit is not None:
-                self.audit.flush()
+            progress.close(queue)
 
     def _keep(self, batch: Callable[[], list[ItemResult]]) -> list[ItemResult]:
         """Run ``batch`` and keep its results, also those reached before it stopped early."""
@@ -232,19 +241,36 @@ class Run:
 
 
 class _AuditedProgress:
-    """Passes progress on, and queues each item's outcome for the audit trail."""
+    """Passes progress on, and queues each item's outcome for the audit trail.
+
+    An item skipped because its key was done before, unchanged, is no event of its own (a daily
+    run over a grown register would write thousands of "nothing happened"): the batch ends with one
+    ``items.skipped`` event counting them. A skipped key whose data changed is an ``item.outcome``.
+    """
 
     def __init__(self, inner: Progress, audit: RunAudit | None) -> None:
         self.inner, self.audit = inner, audit
+        self.unchanged = 0
 
     def start(self, total: int | None) -> None:
         self.inner.start(total)
 
     def advance(self, result: ItemResult) -> None:
-        if self.audit is not None:
-            self.audit.item(result.key, result.outcome, item_audit_data(
-                result.output, result.attempts, result.error_class, result.reconciled))
+        if result.outcome == "skipped" and not result.changed:
+            self.unchanged += 1
+        elif self.audit is not None:
+            data = item_audit_data(result.output, result.attempts, result.error_class, result.reconciled)
+            if result.note:
+                data["note"] = result.note
+            self.audit.item(result.key, result.outcome, data)
         self.inner.advance(result)
+
+    def close(self, queue: str) -> None:
+        if self.audit is not None:
+            if self.unchanged:
+                self.audit.event("items.skipped", {"queue": queue, "count": self.unchanged,
+                                                   "reason": "done before"})
+            self.audit.flush()
 
 
 def item_audit_data(output: Any, attempts: int, error_class: str | None, reconciled: bool) -> dict[str, Any]:
@@ -288,7 +314,8 @@ def audit_closed_run(log: AuditLog, store: Store, run_id: str, cause: str) -> in
             return 0
         if event["event"] == "item.outcome":
             written[str(event["data"].get("item_key"))] += 1
-    items = [item for item in store.list_items(run_id) if item.outcome in OUTCOMES]
+    items = [item for item in store.list_items(run_id) if item.outcome in OUTCOMES
+             and (item.outcome != "skipped" or item.note == DATA_CHANGED)]  # as _AuditedProgress
     recovered = 0
     for item in items:
         key = str(log.clean(item.key))
@@ -298,10 +325,8 @@ def audit_closed_run(log: AuditLog, store: Store, run_id: str, cause: str) -> in
         data = item_audit_data(item.output, item.attempts, item.error_class, False)
         audit.item(item.key, item.outcome, {**data, "reconciled": None, "recovered": True})
         recovered += 1
-    counts = Counter(item.outcome for item in items)
-    record.items_total, record.items_done = len(items), counts["done"]
-    record.items_skipped, record.items_business_error = counts["skipped"], counts["business_error"]
-    record.items_app_error = counts["app_error"]
+    for name, count in item_counts(store.count_items(run_id)).items():
+        setattr(record, name, count)
     audit.event("run.finished", {**finished_event_data(record, None), "cause": cause,
                                  "closed_by": current_actor(), "recovered_items": recovered})
     anchor_head(log, store)
