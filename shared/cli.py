@@ -240,7 +240,8 @@ def _print_summary(record: RunRecord, items: list[ItemRecord]) -> None:
     if record.run_dir:
         out.print(f"Log: kansli logs {record.run_id}", highlight=False)
         out.print(f"Folder: {record.run_dir}", highlight=False, soft_wrap=True)
-    if record.error and not failed and record.status not in ("succeeded", "partial"):
+    run_level = not failed or record.error is not None and record.error.startswith("stopped early")
+    if record.error and run_level and record.status not in ("succeeded", "partial"):
         sys.stderr.write(f"kansli: error: {record.error}\n")
 
 

@@ -239,3 +239,32 @@ def test_rerun_all_reconciles_every_row_instead_of_submitting_it_again(
     assert resubmitted.returncode == 0, resubmitted.stderr
     assert Counter(case["reference"] for case in eservice.cases()) == {reference(r): 2 for r in rows}
     assert "run.resubmit" in kansli("audit", "search", "--json", cwd=kansli_env).stdout
+
+
+def test_the_site_going_down_stops_the_run_early_and_a_rerun_finishes_the_rest(
+    eservice: RunningSite, kansli_env: Path
+) -> None:
+    rows = list(range(2, 32))
+    source = register(kansli_env / "inkomna.xlsx", rows)
+    command = [*KANSLI, "run", "intake_forms", "-p", f"input={source}", "-p", "fast=true"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "KANSLI_QUEUE__STOP_AFTER_FAILURES": "3"}
+    process = subprocess.Popen(command, cwd=kansli_env, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while len(eservice.cases()) < 5:
+        assert process.poll() is None and time.monotonic() < deadline, "the run ended too soon"
+        time.sleep(0.005)
+    port = int(eservice.url.rsplit(":", 1)[1])
+    eservice.stop()  # the e-service goes down in the middle of the run
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 1, out + err
+    assert "stopped early: 3 items in a row failed with" in err + out
+    stopped = Runner().store.list_runs(robot="intake_forms")[0]
+    assert stopped.status == "failed" and stopped.items_app_error == 3
+    assert stopped.items_done + stopped.items_business_error + 3 < len(rows)  # not every row tried
+
+    eservice.port = port
+    eservice.start()
+    again = kansli("run", "intake_forms", "-p", f"input={source}", "-p", "fast=true", cwd=kansli_env)
+    assert again.returncode == 3, again.stdout + again.stderr  # 1 bad row (14) of 30
+    one_case_per_valid_row(eservice, rows)
