@@ -30,6 +30,9 @@ _SWEDISH: dict[str, str] = {
     "outcome.app_error": "tekniskt fel",
     "outcome.in_progress": "avbruten",
     # an item the queue refused before any work (shared.items)
+    "note.done before": "gjordes tidigare",
+    "note.done before, data changed": "gjordes tidigare; uppgifterna har ändrats sedan dess",
+    "note.version": "version {version}",
     "item_problem.no_key": "Rad {row}: nyckel saknas",
     "item_problem.duplicate_key": "Nyckeln ”{key}” finns två gånger i underlaget: rad {first} och rad {row}; "
                                   "rad {row} gjordes inte",
@@ -132,6 +135,9 @@ _ENGLISH: dict[str, str] = {
     "outcome.business_error": "error in data",
     "outcome.app_error": "technical error",
     "outcome.in_progress": "interrupted",
+    "note.done before": "done before",
+    "note.done before, data changed": "done before; its data has changed since",
+    "note.version": "version {version}",
     "item_problem.no_key": "Row {row}: the key is missing",
     "item_problem.duplicate_key": "Key “{key}” appears twice in the input: rows {first} and {row}; "
                                   "row {row} was not done",
@@ -262,6 +268,12 @@ class Wording:
 
     def __call__(self, key: str, /, **fields: Any) -> str:
         return self.text(key, **fields)
+
+    def note(self, note: str) -> str:
+        """An item's queue note (``done before``, ``version 2``, ...) in these words."""
+        if note.startswith("version "):
+            return self.text("note.version", version=note.removeprefix("version "))
+        return self.text(f"note.{note}") if self.has(f"note.{note}") else note
 
     def has(self, key: str) -> bool:
         return key in STAFF_TEXTS[self.language]
