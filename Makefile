@@ -5,9 +5,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 KANSLI := $(VENV)/bin/kansli
 
-.PHONY: setup venv chromium demo demo-letters demo-forms test lint typecheck bench clean
+.PHONY: setup venv chromium system-packages demo demo-mail demo-letters demo-forms test lint typecheck bench clean
 
-setup: venv chromium
+setup: venv chromium system-packages
 
 venv: $(VENV)/.installed
 
@@ -39,6 +39,22 @@ chromium:
 	  echo "Chromium not found. Install it (sudo apt-get install $(CHROMIUM_PACKAGES)) or set KANSLI_BROWSER__EXECUTABLE_PATH." >&2; \
 	  exit 1; \
 	fi
+
+# The servers and office the inbound helpers drive (shared/pdf.py, shared/mailbox.py, shared/transfer.py)
+# and their tests start on 127.0.0.1: LibreOffice headless with its UNO bridge for the system Python,
+# Dovecot IMAP, OpenSSH's sshd. Installed when missing; none of them is started as a system service.
+SYSTEM_PACKAGES := libreoffice-writer-nogui python3-uno dovecot-imapd openssh-server
+system-packages:
+	@missing=""; for package in $(SYSTEM_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$package 2>/dev/null | grep -q "install ok installed" \
+	    || missing="$$missing $$package"; done; \
+	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "Missing: installing the Debian package(s)$$missing"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null || exit 1; \
+	elif [ -n "$$missing" ]; then \
+	  echo "Not installed:$$missing (sudo apt-get install$$missing)" >&2; exit 1; fi; \
+	echo "LibreOffice: $$(command -v soffice); Dovecot: $$(command -v dovecot || echo /usr/sbin/dovecot); sshd: /usr/sbin/sshd"
 
 demo: setup demo-letters demo-forms
 
