@@ -82,6 +82,12 @@ demo-forms:
 	@echo
 	@echo "Results:  $$(pwd)/var/out/intake_forms/intake-resultat.xlsx (case numbers; bad rows marked)"
 
+# Dovecot (IMAP) and OpenSSH (SFTP) on 127.0.0.1 in temp folders, the 40 demo invoices mailed in,
+# invoice_inbox run against them, the register copied out of the finance import folder, both stopped.
+demo-mail: setup
+	@rm -rf var/out/invoice_inbox
+	@$(PY) -m demo.mail_demo
+
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy

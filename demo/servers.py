@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 DOVECOT = Path("/usr/sbin/dovecot")
 SSHD = Path("/usr/sbin/sshd")
@@ -105,7 +106,7 @@ class _Server:
     process: subprocess.Popen[bytes] | None = None
     folder: Path
 
-    def __enter__(self) -> _Server:
+    def __enter__(self) -> Self:
         self.start()
         return self
 

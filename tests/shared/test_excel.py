@@ -214,3 +214,18 @@ def test_read_rows_is_not_fooled_by_a_wrong_dimension_record(tmp_path: Path) -> 
                 assert b'<dimension ref="A1"/>' in data
             target.writestr(info, data)
     assert [row.model is not None for row in read_rows(stale, Person)] == [True]
+
+
+def test_write_table_writes_a_new_workbook_with_a_frozen_bold_header(tmp_path: Path) -> None:
+    from datetime import date
+    from decimal import Decimal
+
+    path = excel.write_table(tmp_path / "ut" / "register.xlsx", "Fakturor",
+                             ["Fakturanummer", "Belopp", "Datum"],
+                             [["2026-1", Decimal("12.50"), date(2026, 12, 1)], ["2026-2", 7, None]])
+    sheet = load_workbook(path).active
+    assert [[cell.value for cell in row] for row in sheet.iter_rows()][:2] == [
+        ["Fakturanummer", "Belopp", "Datum"], ["2026-1", 12.5, sheet["C2"].value]]
+    assert sheet.title == "Fakturor" and sheet.freeze_panes == "A2" and sheet["A1"].font.bold
+    assert sheet["C2"].value.date() == date(2026, 12, 1) and sheet["C3"].value is None
+    assert not list(path.parent.glob(".*.part"))
