@@ -249,6 +249,7 @@ def render_message(invoice: DemoInvoice, pdf: bytes) -> bytes:
     mail.set_content(f"Hej!\n\nBifogat finns faktura {invoice.invoice_number}.\n\nMed vänlig hälsning\n"
                      f"{invoice.supplier.name}\n")
     mail.add_attachment(pdf, maintype="application", subtype="pdf", filename=invoice.pdf_name)
+    mail.set_boundary(f"kansli-demo-{SEED}-{invoice.number:02d}")  # not random: reproducible bytes
     return mail.as_bytes()
 
 

@@ -46,8 +46,7 @@ def main() -> int:
     built = build(WORK / "fakturor")
     with MailServer({MAIL_USER: password}) as mail, SftpServer() as sftp:
         say(f"Dovecot IMAPS on 127.0.0.1:{mail.imaps_port}, OpenSSH SFTP on 127.0.0.1:{sftp.port}")
-        for _, message in built:
-            mail.append(MAIL_USER, message)
+        mail.append(MAIL_USER, *(message for _, message in built))
         say(f"{len(built)} invoices delivered to {MAIL_USER}'s INBOX")
         import_dir = sftp.files / "ekonomi" / "import"
         import_dir.mkdir(parents=True)

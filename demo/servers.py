@@ -240,13 +240,15 @@ namespace inbox {{
         client.authenticate("PLAIN", lambda _: f"\0{user}\0{secret}".encode())
         return client
 
-    def append(self, user: str, message: bytes, folder: str = "INBOX") -> None:
-        """Deliver ``message`` to ``user``'s ``folder`` by IMAP APPEND."""
+    def append(self, user: str, *messages: bytes, folder: str = "INBOX") -> None:
+        """Deliver ``messages`` to ``user``'s ``folder`` by IMAP APPEND, over one connection."""
         client = self.client(user)
         try:
-            typ, detail = client.append(_quoted(folder), "", imaplib.Time2Internaldate(time.time()), message)
-            if typ != "OK":
-                raise ServerError(f"APPEND refused: {detail!r}")
+            for message in messages:
+                typ, detail = client.append(_quoted(folder), "", imaplib.Time2Internaldate(time.time()),
+                                            message)
+                if typ != "OK":
+                    raise ServerError(f"APPEND refused: {detail!r}")
         finally:
             client.logout()
 

@@ -58,8 +58,7 @@ class Setup:
 def setup(kansli_env: Path) -> Iterator[Setup]:
     built = build(kansli_env / "fakturor")
     with MailServer({MAIL_USER: PASSWORD}) as mail, SftpServer() as sftp:
-        for _, message in built:
-            mail.append(MAIL_USER, message)
+        mail.append(MAIL_USER, *(message for _, message in built))
         import_dir = sftp.files / "ekonomi" / "import"
         import_dir.mkdir(parents=True)
         yield Setup(mail, sftp, import_dir, [invoice for invoice, _ in built], kansli_env,
