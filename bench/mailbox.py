@@ -75,7 +75,7 @@ def main() -> int:
                                                                                  attachments=False)),
                 ("kansli: items + save_attachments for each", *kansli(server, Path(folder) / "b",
                                                                       attachments=True))]
-    print(f"{args.messages} messages (a PDF of ~2 KB each) on Dovecot over IMAPS, 127.0.0.1")
+    print(f"{args.messages} messages (one small PDF invoice each) on Dovecot over IMAPS, 127.0.0.1")
     print(f"{'path':<56} {'seconds':>8} {'messages/s':>11} {'x naive':>8}")
     for name, seconds, count in rows:
         assert count == args.messages, (name, count)
