@@ -193,13 +193,15 @@ def _gone(pid: int) -> bool:
 @pytest.mark.slow
 def test_letters_to_pdfa_through_one_libreoffice(tmp_path: Path) -> None:
     letters = [word_letter(tmp_path / f"beslut-{n}.docx", f"{LETTER_TEXT} nummer {n}") for n in range(3)]
+    offices = []
     with pdf_converter(settings=PdfSettings()) as convert:
         for letter in letters:
             convert(letter, letter.with_suffix(".pdf"))
+            offices.append(convert.pid)
         office = convert.pid
         assert office is not None and convert.starts == 1 and convert.converted == 3
-        office_processes = [p for p in psutil.process_iter(["name"]) if "soffice" in (p.info["name"] or "")]
-        assert len([p for p in office_processes if os.getpgid(p.pid) == office]) >= 1
+        assert set(offices) == {office}, "a LibreOffice per document"
+        assert psutil.Process(office).is_running()
     assert _gone(office), "LibreOffice still runs after the block"
     for n, letter in enumerate(letters):
         pdf = letter.with_suffix(".pdf")
