@@ -16,8 +16,10 @@ from openpyxl import load_workbook
 from demo.build_invoice_demo import DemoInvoice, build
 from demo.mail_demo import robot_environment
 from demo.servers import MailServer, SftpServer
+from shared.audit import AuditLog
 from shared.settings import load_settings
 from shared.store import open_store
+from shared.transfer import sha256_of
 from tests.conftest import kansli
 
 MAIL_USER = "leverantorsfakturor"
@@ -94,6 +96,11 @@ def test_the_demo_mailbox_registered_delivered_and_filed(setup: Setup) -> None:
         "OCR-nummer har fel kontrollsiffra", "Belopp att betala saknas",
         "PDF-filen saknar text (inskannad bild) – registrera fakturan för hand",
         "Fakturan har redan kommit i ett annat meddelande (dubblett)"])
+    audit = AuditLog.from_settings(load_settings())
+    uploaded = [event["data"] for event in audit.search(event="file.uploaded")]
+    delivered = next(setup.import_dir.glob("fakturaregister-*.xlsx"))
+    assert [event["sha256"] for event in uploaded] == [sha256_of(delivered)]
+    assert len(list(audit.search(event="mail.filed"))) == GOOD + BAD
     assert setup.run() == 0, "a second run found work"
     assert setup.registered() == good_numbers(setup), "a second run delivered again"
 
