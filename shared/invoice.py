@@ -57,7 +57,7 @@ _LABELS = {
     "due_date": r"förfallodatum|förfallodag|förfaller|betalas\s+senast|sista\s+betalningsdag|due\s+date",
 }
 _VALUES = {
-    "invoice_number": r"[A-Za-z0-9][A-Za-z0-9/-]{0,29}",
+    "invoice_number": r"[A-Za-zÅÄÖåäö0-9][A-Za-zÅÄÖåäö0-9/-]{0,29}",
     "organisation_number": r"(?:16)?\d{6}-?\d{4}",
     "ocr": r"\d[\d ]{0,30}\d",
     "bankgiro": r"\d{3,4}-?\d{4}",

@@ -156,3 +156,30 @@ def test_reasons_in_swedish() -> None:
         "Bankgiro/plusgiro saknas"
     assert swedish_reason("PdfNoTextError", "...").startswith("PDF-filen saknar text")
     assert swedish_reason("SomethingNew", None).startswith("Okänt fel")
+
+
+@pytest.mark.slow
+def test_an_invoice_made_in_word_and_printed_by_libreoffice(tmp_path: Path) -> None:
+    """Another PDF producer (LibreOffice, embedded fonts, a Word table) than the demo's fpdf2."""
+    from docx import Document
+
+    from shared.pdf import pdf_converter, read_pdf
+    from shared.settings import PdfSettings
+
+    document = Document()
+    document.add_heading("Städbolaget Åström & Dotter AB", level=1)
+    document.add_paragraph("FAKTURA")
+    table = document.add_table(rows=0, cols=2)
+    table.style = "Table Grid"
+    for label, value in (("Fakturanr", "ÅD-2026-004"), ("Organisationsnummer", "556036-0793"),
+                         ("Förfallodag", "15 januari 2027"), ("Betalningsreferens", "1234 5678 97"),
+                         ("Bankgiro", "5050-1055"), ("Totalt att betala", "3 750,00 SEK")):
+        cells = table.add_row().cells
+        cells[0].text, cells[1].text = label, value
+    document.save(str(tmp_path / "faktura.docx"))
+    with pdf_converter(settings=PdfSettings()) as convert:
+        pdf = convert(tmp_path / "faktura.docx", tmp_path / "faktura.pdf")
+    invoice = parse_invoice(read_pdf(pdf).text, pdf.name)
+    assert (invoice.invoice_number, invoice.ocr) == ("ÅD-2026-004", "1234567897")
+    assert (invoice.bankgiro, invoice.organisation_number) == ("5050-1055", "556036-0793")
+    assert (invoice.amount, invoice.due_date) == (Decimal("3750.00"), date(2027, 1, 15))
