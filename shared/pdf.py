@@ -38,7 +38,7 @@ from typing import IO, TYPE_CHECKING, Any
 import pdfplumber
 from loguru import logger
 from pypdf import PdfReader
-from pypdf.errors import PdfReadError
+from pypdf.errors import LimitReachedError, PdfReadError
 from pypdf.generic import DictionaryObject, IndirectObject
 
 from shared.errors import ConfigError, InputError, TargetError
@@ -50,6 +50,9 @@ if TYPE_CHECKING:
 
 WORKER = Path(__file__).with_name("_soffice_worker.py")
 PDFA_NS = "http://www.aiim.org/pdfa/ns/id/"
+#: A PDF whose page content streams decompress to more than this is refused (a PDF bomb): text
+#: extraction would hold it all in memory. Ordinary invoices and letters have a few hundred KB.
+MAX_CONTENT_BYTES = 32 * 1024 * 1024
 #: PDF/A-2b, and the two levels that include it (2u: also Unicode text; 2a: also tagged structure).
 PDFA_2B_CONFORMANCE = {"B", "U", "A"}
 
@@ -111,6 +114,7 @@ def open_pdf(path: Path) -> PdfReader:
 def read_pdf(path: Path, *, tables: bool = True) -> PdfContent:
     """The text of every page of ``path`` and, with ``tables``, the tables pdfplumber finds."""
     reader = open_pdf(path)
+    _refuse_bombs(reader, path)
     password = "" if reader.is_encrypted else None
     try:
         with pdfplumber.open(path, password=password) as document:
@@ -122,6 +126,24 @@ def read_pdf(path: Path, *, tables: bool = True) -> PdfContent:
         raise PdfNoTextError(f"{path.name}: the PDF has no text layer (a scanned image?); it needs "
                              "OCR or manual handling")
     return PdfContent(path, pages, found)
+
+
+def _refuse_bombs(reader: PdfReader, path: Path) -> None:
+    """Decode the page contents with pypdf's output limits before pdfplumber decodes them unbounded."""
+    total = 0
+    try:
+        for page in reader.pages:
+            contents = page.get_contents()
+            total += len(contents.get_data()) if contents is not None else 0
+            if total > MAX_CONTENT_BYTES:
+                break
+    except LimitReachedError:
+        total = MAX_CONTENT_BYTES + 1
+    except Exception as error:  # noqa: BLE001 - a damaged stream
+        raise PdfBrokenError(f"{path.name}: not a readable PDF ({type(error).__name__})") from None
+    if total > MAX_CONTENT_BYTES:
+        raise PdfBrokenError(f"{path.name}: its pages decompress to more than {MAX_CONTENT_BYTES} bytes; "
+                             "refused (a PDF bomb?)")
 
 
 # -- PDF/A checks -------------------------------------------------------------------------------

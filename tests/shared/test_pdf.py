@@ -262,3 +262,22 @@ def test_a_hung_conversion_times_out_and_the_block_failing_kills_the_office(tmp_
         office = convert.pid
         raise RuntimeError("the robot failed")
     assert office is not None and _gone(office)
+
+
+def test_a_pdf_bomb_is_refused_before_text_extraction(tmp_path: Path) -> None:
+    import zlib
+
+    from pypdf.generic import NameObject, StreamObject
+
+    writer = PdfWriter()
+    page = writer.add_blank_page(width=595, height=842)
+    stream = StreamObject()
+    stream.set_data(zlib.compress(b"q Q " * 10_000_000, 9))  # 40 MB of drawing, ~40 KB on disk
+    stream[NameObject("/Filter")] = NameObject("/FlateDecode")
+    page[NameObject("/Contents")] = writer._add_object(stream)
+    path = tmp_path / "bomb.pdf"
+    with path.open("wb") as out:
+        writer.write(out)
+    assert path.stat().st_size < 1_000_000
+    with pytest.raises(PdfBrokenError, match="bomb.pdf: its pages decompress to more than"):
+        read_pdf(path)
