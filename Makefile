@@ -5,9 +5,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 KANSLI := $(VENV)/bin/kansli
 
-.PHONY: setup venv chromium demo demo-letters demo-forms test lint typecheck bench clean
+.PHONY: setup venv chromium system-packages demo demo-mail demo-letters demo-forms test lint typecheck bench clean
 
-setup: venv chromium
+setup: venv chromium system-packages
 
 venv: $(VENV)/.installed
 
@@ -40,6 +40,22 @@ chromium:
 	  exit 1; \
 	fi
 
+# The servers and office the inbound helpers drive (shared/pdf.py, shared/mailbox.py, shared/transfer.py)
+# and their tests start on 127.0.0.1: LibreOffice headless with its UNO bridge for the system Python,
+# Dovecot IMAP, OpenSSH's sshd. Installed when missing; none of them is started as a system service.
+SYSTEM_PACKAGES := libreoffice-writer-nogui python3-uno dovecot-imapd openssh-server
+system-packages:
+	@missing=""; for package in $(SYSTEM_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$package 2>/dev/null | grep -q "install ok installed" \
+	    || missing="$$missing $$package"; done; \
+	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "Missing: installing the Debian package(s)$$missing"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null || exit 1; \
+	elif [ -n "$$missing" ]; then \
+	  echo "Not installed:$$missing (sudo apt-get install$$missing)" >&2; exit 1; fi; \
+	echo "LibreOffice: $$(command -v soffice); Dovecot: $$(command -v dovecot || echo /usr/sbin/dovecot); sshd: /usr/sbin/sshd"
+
 demo: setup demo-letters demo-forms
 
 demo-letters:
@@ -65,6 +81,12 @@ demo-forms:
 	  code=$$?; [ $$code -eq 0 ] || [ $$code -eq 3 ] || exit $$code
 	@echo
 	@echo "Results:  $$(pwd)/var/out/intake_forms/intake-resultat.xlsx (case numbers; bad rows marked)"
+
+# Dovecot (IMAP) and OpenSSH (SFTP) on 127.0.0.1 in temp folders, the 40 demo invoices mailed in,
+# invoice_inbox run against them, the register copied out of the finance import folder, both stopped.
+demo-mail: setup
+	@rm -rf var/out/invoice_inbox
+	@$(PY) -m demo.mail_demo
 
 lint: venv
 	$(VENV)/bin/ruff check .

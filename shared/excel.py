@@ -392,3 +392,23 @@ def staff_error(result: ItemResult, words: Wording, row: Row[Any] | None = None)
             return word_problems(row, words)
     return result.error or ""
 
+
+def write_table(destination: Path, title: str, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
+    """A new workbook of one sheet: a bold, frozen header row and ``rows`` (temp file, then rename)."""
+    from openpyxl.styles import Font
+
+    workbook = Workbook()
+    worksheet = workbook.active
+    assert worksheet is not None
+    worksheet.title = title[:31]
+    worksheet.append(list(header))
+    for cell in worksheet[1]:
+        cell.font = Font(bold=True)
+    worksheet.freeze_panes = "A2"
+    for row in rows:
+        worksheet.append(list(row))
+    for cell in worksheet[1]:
+        worksheet.column_dimensions[cell.column_letter].width = max(14, len(str(cell.value)) + 4)
+    with atomic_path(destination) as temporary:
+        workbook.save(temporary)
+    return destination

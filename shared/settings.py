@@ -120,6 +120,54 @@ class RetentionSettings(BaseModel):
     audit_days: int = Field(default=0, ge=0)
 
 
+class PdfSettings(BaseModel):
+    """LibreOffice for Word to PDF/A (shared.pdf)."""
+
+    #: ``soffice``; default: the first on ``PATH`` (Debian ``libreoffice-writer-nogui``).
+    soffice: Path | None = None
+    #: The Python that has LibreOffice's ``uno`` module (Debian ``python3-uno``: the system Python).
+    uno_python: Path = Path("/usr/bin/python3")
+    #: Seconds one document may take; past it LibreOffice is killed and started again.
+    timeout: float = Field(default=120.0, gt=0)
+    start_timeout: float = Field(default=90.0, gt=0)
+
+
+class MailboxSettings(BaseModel):
+    """The shared IMAP mailbox robots read (shared.mailbox)."""
+
+    host: str = "127.0.0.1"
+    port: int | None = Field(default=None, gt=0, lt=65536)
+    #: ``tls`` (port 993), ``starttls`` (143) or ``plain`` (127.0.0.1 only: tests and demos).
+    security: Literal["tls", "starttls", "plain"] = "tls"
+    #: CA certificates to trust (PEM) instead of the system's.
+    ca_file: Path | None = None
+    username: str = "kansli"
+    password: SecretStr | None = None
+    folder: str = "INBOX"
+    #: Where a message goes after its item's outcome: done (or done before), and business error.
+    done_folder: str = "Behandlat"
+    manual_folder: str = "Manuell hantering"
+    max_attachment_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
+    #: File name endings an attachment may have (lower case); others make the item a business error.
+    allowed_types: list[str] = [".pdf"]
+    timeout: float = Field(default=30.0, gt=0)
+
+
+class SftpSettings(BaseModel):
+    """The SFTP server files are fetched from and delivered to (shared.transfer)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=22, gt=0, lt=65536)
+    username: str = "kansli"
+    password: SecretStr | None = None
+    #: A private key file (OpenSSH format); used before the password when both are set.
+    key_file: Path | None = None
+    key_passphrase: SecretStr | None = None
+    #: The server's host key must be in this file; an unknown key is refused (never learned).
+    known_hosts: Path = Path("known_hosts")
+    timeout: float = Field(default=30.0, gt=0)
+
+
 class Settings(BaseSettings):
     """All of Kansli's settings."""
 
@@ -151,6 +199,9 @@ class Settings(BaseSettings):
     smtp: SmtpSettings = SmtpSettings()
     audit: AuditSettings = AuditSettings()
     retention: RetentionSettings = RetentionSettings()
+    pdf: PdfSettings = PdfSettings()
+    mailbox: MailboxSettings = MailboxSettings()
+    sftp: SftpSettings = SftpSettings()
 
     @field_validator("timezone")
     @classmethod

@@ -459,3 +459,18 @@ def test_result_cells_find_the_row_by_number_when_the_item_data_is_not_the_row(t
     assert excel.result_cells(queued, "letter_file", "letter", "sv")[7]["error"] == rows[5].error
     cells = excel.result_cells(queued, "letter_file", "letter", "sv", rows=rows)
     assert cells[7]["error"] == SWEDISH_ERRORS[7]
+
+
+def test_write_table_writes_a_new_workbook_with_a_frozen_bold_header(tmp_path: Path) -> None:
+    from datetime import date
+    from decimal import Decimal
+
+    path = excel.write_table(tmp_path / "ut" / "register.xlsx", "Fakturor",
+                             ["Fakturanummer", "Belopp", "Datum"],
+                             [["2026-1", Decimal("12.50"), date(2026, 12, 1)], ["2026-2", 7, None]])
+    sheet = load_workbook(path).active
+    assert [[cell.value for cell in row] for row in sheet.iter_rows()][:2] == [
+        ["Fakturanummer", "Belopp", "Datum"], ["2026-1", 12.5, sheet["C2"].value]]
+    assert sheet.title == "Fakturor" and sheet.freeze_panes == "A2" and sheet["A1"].font.bold
+    assert sheet["C2"].value.date() == date(2026, 12, 1) and sheet["C3"].value is None
+    assert not list(path.parent.glob(".*.part"))
