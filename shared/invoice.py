@@ -172,6 +172,10 @@ def find_field(text: str, field: str) -> str | None:
     return None
 
 
+#: Kronor digits before the decimal point an amount may have (up to 999 999 999 999 kr).
+MAX_AMOUNT_DIGITS = 12
+
+
 def parse_amount(raw: str) -> Decimal:
     """``12 345,50 kr``, ``SEK 12345.50``, ``12.345,50``, ``1 234:-`` as a Decimal; ambiguous raises."""
     text = re.sub(r"(?i)sek|kr|:-", "", raw).replace("\u00a0", " ").strip()
@@ -193,6 +197,8 @@ def parse_amount(raw: str) -> Decimal:
         if decimal >= 0 and not re.fullmatch(r"\d{1,2}", decimals):
             raise ValueError(raw)
         text = re.sub(r"[.,]", "", whole) + (f".{decimals}" if decimal >= 0 else "")
+    if len(text.split(".")[0].lstrip("-")) > MAX_AMOUNT_DIGITS:
+        raise ValueError(raw)  # no invoice is that large: a misread number, or not an amount
     try:
         return Decimal(text)
     except InvalidOperation:
