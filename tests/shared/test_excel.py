@@ -61,7 +61,8 @@ def test_headers_are_trimmed_but_matched_case_sensitively(tmp_path: Path) -> Non
                     header=["  Referens ", "Personnummer\t", " Förnamn"])
     assert [row.model is not None for row in read_rows(trimmed, Person)] == [True]
     lower = sheet(tmp_path / "lower.xlsx", ["SN-1", PNR, "Bo"], header=["referens", *HEADER[1:3]])
-    with pytest.raises(InputError, match=r"lower\.xlsx: missing required column\(s\) 'Referens'$"):
+    with pytest.raises(InputError, match=r"lower\.xlsx, sheet 'Sheet': missing required column\(s\) 'Referens' "
+                       r"\(.*the closest is row 1, which has 'referens': the case differs\)$"):
         list(read_rows(lower, Person))
 
 
@@ -69,7 +70,8 @@ def test_missing_required_columns_give_one_error_naming_file_and_all_columns(tmp
     path = sheet(tmp_path / "utan.xlsx", ["SN-1"], header=["Referens", "Postnummer"])
     with pytest.raises(InputError) as caught:
         list(read_rows(path, Person))
-    assert str(caught.value) == f"{path}: missing required column(s) 'Personnummer', 'Förnamn'"
+    assert str(caught.value) == (f"{path}, sheet 'Sheet': missing required column(s) 'Personnummer', 'Förnamn' "
+                                 "(no row among the first 20 has them all; the closest is row 1)")
 
 
 def test_a_bad_cell_fails_only_its_row_naming_row_and_column(tmp_path: Path) -> None:
@@ -132,7 +134,7 @@ def test_missing_file_directory_unknown_or_empty_sheet_are_input_errors(tmp_path
     with pytest.raises(InputError, match="no sheet named 'Blad9'"):
         list(read_rows(sheet(tmp_path / "reg.xlsx"), Person, sheet="Blad9"))
     Workbook().save(tmp_path / "tom.xlsx")
-    with pytest.raises(InputError, match=r"tom\.xlsx: the sheet is empty"):
+    with pytest.raises(InputError, match=r"tom\.xlsx, sheet 'Sheet': the sheet is empty"):
         list(read_rows(tmp_path / "tom.xlsx", Person))
     assert list(read_rows(sheet(tmp_path / "header.xlsx"), Person)) == []
 
