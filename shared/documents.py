@@ -209,14 +209,22 @@ def _by_paragraph(source: str) -> str:
 
 
 def _syntax_error_place(part: str, source: str, error: TemplateSyntaxError) -> str:
-    lines = _by_paragraph(source).splitlines()
+    """Where in a part Jinja stopped: the paragraph (counted as Word does, empty ones too) or the note,
+    and the text there."""
     line = error.lineno or 1
     if part.startswith("the document property"):
         return f"{part}, line {line}"
+    lines = _by_paragraph(source).splitlines()
+    before = "\n".join(lines[: max(line - 1, 0) + 1])
     text = html.unescape(re.sub(r"<[^>]+>", "", lines[line - 1] if 0 < line <= len(lines) else ""))
     text = " ".join(text.split())
     quoted = f" ({text[:60]!r}{'...' if len(text) > 60 else ''})" if text else ""
-    return f"{part}, paragraph {max(line - 1, 1)}{quoted}"
+    notes = re.findall(r'<w:(footnote|endnote)\b[^>]*\bw:id="(-?\d+)"', before)
+    if part in _NOTES.values() and notes:
+        kind, number = notes[-1]
+        return f"{part}, {kind} {number}{quoted}"
+    paragraphs = len(re.findall(r"<w:p[ >/]", before))
+    return f"{part}, paragraph {max(paragraphs, 1)}{quoted}"
 
 
 class _Paths:
