@@ -16,8 +16,10 @@ import pytest
 from docx import Document
 from docx.oxml import parse_xml
 from docxtpl import RichText
+from hypothesis import HealthCheck, given, settings
 from openpyxl import Workbook
 
+from bench.fuzz_inputs import mutated, seed_template, template_outcome
 from shared.documents import DocumentTemplate, Hyperlink, format_datum, format_kronor, mask_personnummer
 from shared.errors import InputError, TemplateFieldError
 from shared.redaction import redact
@@ -378,3 +380,24 @@ def test_personnummer_maskat_refuses_an_invalid_number_without_quoting_it() -> N
     with pytest.raises(InputError) as caught:
         mask_personnummer("811218-9875")
     assert "9875" not in str(caught.value)
+
+
+# --- fuzzing: mutated real templates are checked or give one InputError, never a traceback ---
+
+def test_the_fuzzing_seed_is_a_template_with_fields_in_every_part(tmp_path: Path) -> None:
+    path = tmp_path / "frö.docx"
+    path.write_bytes(seed_template())
+    letter = DocumentTemplate(path)
+    assert letter.fields == {"mottagare", "atgarder", "belopp", "datum", "diarienummer", "kommun",
+                             "handlaggare",
+                             "lagrum"}
+    assert template_outcome(path) == "checked"
+
+
+@settings(max_examples=60, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(content=mutated(seed_template()))
+def test_mutated_templates_are_checked_or_give_one_input_error(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "mutated.docx"
+    path.write_bytes(content)
+    assert template_outcome(path) in {"checked", "InputError", "ConfigError"}

@@ -9,10 +9,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from openpyxl import Workbook, load_workbook
 from openpyxl.styles import Font
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from bench.fuzz_inputs import FuzzRow, mutated, read_outcome, seed_workbook
 from shared import excel
 from shared.errors import InputError
 from shared.excel import Personnummer, Postnummer, Row, read_rows
@@ -534,3 +537,23 @@ def test_a_damaged_compressed_sheet_is_one_input_error(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"trasig\.xlsx, sheet 'Sheet': the sheet is damaged after row \d+ "
                        r"and cannot be read \(\w+: .+\)$"):
         list(read_rows(broken, Person))
+
+
+# --- fuzzing: mutated real workbooks give rows or one InputError, never a traceback (longer: bench/) ---
+
+def test_the_fuzzing_seed_is_a_register_read_whole(tmp_path: Path) -> None:
+    path = tmp_path / "frö.xlsx"
+    path.write_bytes(seed_workbook())
+    rows = list(read_rows(path, FuzzRow, merged="top_left"))
+    assert [row.number for row in rows] == list(range(3, 11)) and all(row.model for row in rows)
+    assert [row.values["Handläggare"] for row in rows][:5] == ["Karin Ek"] * 4 + [None]
+    assert read_outcome(path) == "rows"
+
+
+@settings(max_examples=120, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(content=mutated(seed_workbook()), merged=st.booleans())
+def test_mutated_workbooks_give_rows_or_one_input_error(tmp_path: Path, content: bytes, merged: bool) -> None:
+    path = tmp_path / "mutated.xlsx"
+    path.write_bytes(content)
+    assert read_outcome(path, merged=merged) in {"rows", "InputError", "ConfigError"}
