@@ -48,6 +48,7 @@ HEADER_SEARCH_ROWS = 20
 _OLE2_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 _STRICT_NAMESPACE = b"purl.oclc.org/ooxml/spreadsheetml/main"
 _SAVE_AS_XLSX = "open it in Excel and save it as 'Excel Workbook (.xlsx)'"
+_TAKE_MERGED = "mark the field MergedTopLeft() or read with merged='top_left' to take their first value"
 
 
 @dataclass
@@ -224,6 +225,7 @@ class _Sheet:
     worksheet: Any
     workbook: Workbook
     merges: list[tuple[int, int, int, int]] = field(default_factory=list)
+    merges_read: bool = False
 
     @property
     def where(self) -> str:
@@ -254,6 +256,7 @@ class _Sheet:
     def read_merges(self) -> None:
         """The merged ranges (``min_col, min_row, max_col, max_row``), from a first pass over the sheet."""
         tag = f"{{{SHEET_MAIN_NS}}}mergeCell"
+        self.merges_read = True
         try:
             with self.worksheet._get_source() as source:
                 for _, element in iterparse(source):
@@ -301,7 +304,7 @@ def read_rows(
         merges = _MergeFiller(current.merges)
         rows = merges.watch(current.rows())
         _, header = _find_header(current, rows, model, header_row)
-        yield from _data_rows(rows, model, header, filled, merges)
+        yield from _data_rows(current, rows, model, header, filled, merges)
     finally:
         workbook.close()
 
@@ -374,8 +377,8 @@ def _check_duplicates(sheet: _Sheet, number: int, texts: dict[int, str], model: 
 
 
 def _data_rows(
-    rows: Iterator[tuple[int, dict[int, Any]]], model: type[M], header: dict[int, str], filled: set[str],
-    merges: _MergeFiller,
+    sheet: _Sheet, rows: Iterator[tuple[int, dict[int, Any]]], model: type[M], header: dict[int, str],
+    filled: set[str], merges: _MergeFiller,
 ) -> Iterator[Row[M]]:
     used = set(columns_of(model))
     by_column: dict[int, str] = {}
@@ -396,7 +399,10 @@ def _data_rows(
             yield Row(number, values, error=f"row {number}: column {by_column[formula]!r}: {cell} holds a "
                       "formula with no computed value: open and save the file in Excel")
             continue
-        yield _validated(number, values, model)
+        row = _validated(number, values, model)
+        if row.error is not None and "required value is empty" in row.error:
+            row.error += merges.hint(number, by_column, row.error, sheet)
+        yield row
 
 
 class _MergeFiller:
@@ -417,6 +423,20 @@ class _MergeFiller:
             self._active[bounds] = cells.get(bounds[0]) if bounds[1] == number else None
         for bounds in [bounds for bounds in self._active if bounds[3] < number]:
             del self._active[bounds]
+
+    def hint(self, number: int, header: dict[int, str], error: str, sheet: _Sheet) -> str:
+        """Why a required cell may be empty: it is inside merged cells (the ranges read on first need)."""
+        if not sheet.merges and not sheet.merges_read:
+            sheet.read_merges()
+        for column, text in header.items():
+            if f"column {text!r}: required value is empty" not in error:
+                continue
+            for min_col, min_row, max_col, max_row in sheet.merges:
+                if min_col <= column <= max_col and min_row <= number <= max_row:
+                    merge = f"{get_column_letter(min_col)}{min_row}:{get_column_letter(max_col)}{max_row}"
+                    cell = f"{get_column_letter(column)}{number}"
+                    return f" ({cell} is inside the merged cells {merge}: {_TAKE_MERGED})"
+        return ""
 
     def value_at(self, number: int, column: int) -> Any:
         for (min_col, _min_row, max_col, _max_row), value in self._active.items():

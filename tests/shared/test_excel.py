@@ -355,7 +355,9 @@ def test_merged_cells_take_the_top_left_value_only_when_the_model_asks(tmp_path:
     assert [(rows[n].model.referens, rows[n].model.handlaggare) for n in (2, 3, 5)] == [  # type: ignore[union-attr]
         ("SN-1", "Karin Ek"), ("SN-2", "Karin Ek"), ("SN-4", "Lars Björk")]
     assert rows[4].values["Handläggare"] == "Karin Ek", "the filled value is the row's raw value too"
-    assert rows[4].error == "row 4: column 'Enhet': required value is empty", "Enhet is not marked"
+    take = "mark the field MergedTopLeft() or read with merged='top_left' to take their first value"
+    assert rows[4].error == ("row 4: column 'Enhet': required value is empty (C4 is inside the merged "
+                             f"cells C3:C4: {take})"), "Enhet is not marked"
     assert rows[3].model is not None and rows[3].model.handlaggare == "Karin Ek"
     everything = {row.number: row.model for row in read_rows(path, Visit, merged="top_left")}
     assert [(m.handlaggare, m.enhet) for m in everything.values() if m] == [
@@ -366,8 +368,10 @@ def test_merged_cells_take_the_top_left_value_only_when_the_model_asks(tmp_path:
         handlaggare: str = Field(alias="Handläggare")
 
     plain = {row.number: row.error for row in read_rows(path, Plain)}
-    assert plain == {2: None, 3: "row 3: column 'Handläggare': required value is empty",
-                     4: "row 4: column 'Handläggare': required value is empty", 5: None}
+    hint = ("is inside the merged cells B2:B4: mark the field MergedTopLeft() or read with merged='top_left' "
+            "to take their first value)")
+    assert plain == {2: None, 3: f"row 3: column 'Handläggare': required value is empty (B3 {hint}",
+                     4: f"row 4: column 'Handläggare': required value is empty (B4 {hint}", 5: None}
 
 
 # --- files that are not what their name says ---
