@@ -51,6 +51,19 @@ TOKENS = [b'<c r="A2" t="s"><v>999999</v></c>', b'<c r="B3" t="n"><v>tolv</v></c
           b"{{r x }}", b'r:id="rId99"', b"\xff\xfe", b"\x00", b'encoding="utf-16"', b"xmlns:x='urn:x'"]
 
 
+#: Text (well-formed XML) that reaches Jinja and the cell converters when put into a text node.
+TEXT_TOKENS = [
+    b"{{", b"}}", b"{%", b"%}", b"{{ x }", b"{% if a %}", b"{% endif %}", b"{% for a in b %}",
+    b"{% endfor %}", b"{%p if a %}", b"{%tr for r in rader %}", b"{{r x }}", b"{{ a.b.c }}", b"{{ a['k'] }}",
+    b"{{ x | kronor }}", b"{{ x | inget_filter }}", b"{{ x.y() }}", b"{#", b"#}", b"{{ loop.index }}",
+    b"{% set z = 1 %}", b"{% raw %}", b"{{ 1 // 0 }}", b"tolv", b"-1", b"1e309", b"2958466", b"99999",
+    b"0x1F", b"NaN", b"inf", b"", b" ", "åä".encode(), b"&amp;", b"&#x0;",
+]
+#: The members holding the cells and the template text: mutated half the time.
+CONTENT_PARTS = ("worksheets/sheet", "sharedStrings", "word/document", "word/footnotes", "word/header",
+                 "word/footer", "docProps/core")
+
+
 class FuzzRow(BaseModel):
     """A register row of the fuzzed workbooks."""
 
@@ -155,21 +168,34 @@ def _spliced(draw: st.DrawFn, data: bytes) -> bytes:
     return data[:position] + draw(st.sampled_from(TOKENS)) + data[position + removed:]
 
 
+def _in_text(draw: st.DrawFn, data: bytes) -> bytes:
+    """``data`` (XML) with a text token put into a text node (a cell value, a run of a paragraph)."""
+    starts = [index + 1 for index, byte in enumerate(data)
+              if byte == ord(">") and data[index + 1: index + 2] != b"<"]
+    position = draw(st.sampled_from(starts or [0]))
+    removed = draw(st.integers(0, 12))
+    end = data.find(b"<", position)
+    end = len(data) if end < 0 else end
+    return data[:position] + draw(st.sampled_from(TEXT_TOKENS)) + data[min(position + removed, end):]
+
+
 @st.composite
 def mutated(draw: st.DrawFn, seed: bytes) -> bytes:
     """A mutation of the zip package ``seed``: of its bytes, of one member, or of its members."""
     with zipfile.ZipFile(io.BytesIO(seed)) as archive:
         members = archive.namelist()
-    ways = ["member-xml", "member-xml", "member-bytes", "file-bytes", "drop", "truncate"]
+    ways = ["member-text", "member-text", "member-xml", "member-xml", "member-bytes", "file-bytes", "drop",
+            "truncate"]
     how = draw(st.sampled_from(ways))
     if how == "file-bytes":
         return _edited(draw, seed)
     if how == "truncate":
         return seed[: draw(st.integers(0, len(seed) - 1))]
-    member = draw(st.sampled_from(members))
+    content = [name for name in members if any(word in name for word in CONTENT_PARTS)]
+    member = draw(st.sampled_from(content if content and draw(st.booleans()) else members))
     if how == "drop":
         return _rezip(seed, {}, drop=member)
-    change = _spliced if how == "member-xml" else _edited
+    change = {"member-text": _in_text, "member-xml": _spliced}.get(how, _edited)
     return _rezip(seed, {member: lambda data: change(draw, data)})
 
 
