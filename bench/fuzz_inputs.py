@@ -192,7 +192,8 @@ def mutated(draw: st.DrawFn, seed: bytes) -> bytes:
     if how == "truncate":
         return seed[: draw(st.integers(0, len(seed) - 1))]
     content = [name for name in members if any(word in name for word in CONTENT_PARTS)]
-    member = draw(st.sampled_from(content if content and draw(st.booleans()) else members))
+    prefer_content: bool = draw(st.booleans())
+    member = draw(st.sampled_from(content if content and prefer_content else members))
     if how == "drop":
         return _rezip(seed, {}, drop=member)
     change = {"member-text": _in_text, "member-xml": _spliced}.get(how, _edited)
