@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import re
 import sys
 import tempfile
 import time
@@ -93,7 +94,32 @@ def seed_workbook() -> bytes:
     workbook.create_sheet("Koder").append(["Kod", "Text"])
     buffer = io.BytesIO()
     workbook.save(buffer)
-    return buffer.getvalue()
+    return with_shared_strings(buffer.getvalue())
+
+
+def with_shared_strings(content: bytes) -> bytes:
+    """The workbook as Excel writes it: its texts in a shared string table (openpyxl writes them inline)."""
+    strings: dict[bytes, int] = {}
+    inline = re.compile(rb'<c ([^>]*?)t="inlineStr"([^>]*)><is><t[^>]*>(.*?)</t></is></c>', re.DOTALL)
+
+    def shared(match: re.Match[bytes]) -> bytes:
+        index = strings.setdefault(match.group(3), len(strings))
+        return b'<c %st="s"%s><v>%d</v></c>' % (match.group(1), match.group(2), index)
+
+    with zipfile.ZipFile(io.BytesIO(content)) as archive:
+        sheets = [name for name in archive.namelist() if name.startswith("xl/worksheets/sheet")]
+    rezipped = _rezip(content, {name: lambda xml: inline.sub(shared, xml) for name in sheets})
+    table = b"".join(b'<si><t xml:space="preserve">%s</t></si>' % text for text in strings)
+    sst = (b'<sst xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" count="%d" '
+           b'uniqueCount="%d">%s</sst>' % (len(strings), len(strings), table))
+    content_type = b"application/vnd.openxmlformats-officedocument.spreadsheetml.sharedStrings+xml"
+    relationship = (b'<Relationship Id="rIdStrings" Target="sharedStrings.xml" Type="http://schemas.'
+                    b'openxmlformats.org/officeDocument/2006/relationships/sharedStrings"/></Relationships>')
+    override = b'<Override PartName="/xl/sharedStrings.xml" ContentType="%s"/></Types>' % content_type
+    return _rezip(rezipped, {
+        "[Content_Types].xml": lambda xml: xml.replace(b"</Types>", override),
+        "xl/_rels/workbook.xml.rels": lambda xml: xml.replace(b"</Relationships>", relationship),
+    }, add={"xl/sharedStrings.xml": sst})
 
 
 @cache

@@ -84,9 +84,9 @@ _NO_VALUE = _FormulaWithoutValue()
 
 
 class _UnreadableCell(Exception):
-    def __init__(self, cell: str, problem: str) -> None:
+    def __init__(self, row: int, cell: str, problem: str) -> None:
         super().__init__(problem)
-        self.cell, self.problem = cell, problem
+        self.row, self.cell, self.problem = row, cell, problem
 
 
 def _reason(error: BaseException) -> str:
@@ -198,7 +198,8 @@ class _SheetParser(WorkSheetParser):
             cell: dict[str, Any] = super().parse_cell(element)
         except Exception as error:  # noqa: BLE001 - whatever a damaged cell makes the parser raise
             reference = element.get("r") or f"{get_column_letter(self.col_counter + 1)}{self.row_counter}"
-            raise _UnreadableCell(str(reference)[:20], _cell_problem(element, error)) from None
+            problem = _cell_problem(element, error)
+            raise _UnreadableCell(self.row_counter, str(reference)[:20], problem) from None
         if cell["value"] is None and element.find(FORMULA_TAG) is not None:
             cell["value"] = _NO_VALUE
         return cell
@@ -247,10 +248,11 @@ class _Sheet:
         except InputError:
             raise
         except _UnreadableCell as error:
-            raise InputError(f"{self.where}, row {last + 1}, cell {error.cell}: {error.problem}") from None
+            raise InputError(f"{self.where}, row {error.row}, cell {error.cell}: {error.problem}") from None
         except Exception as error:  # noqa: BLE001 - a damaged sheet, at any row
+            place = f"after row {last}" if last else "before its first row"
             raise InputError(
-                f"{self.where}: the sheet is damaged after row {last} and cannot be read ({_reason(error)})"
+                f"{self.where}: the sheet is damaged {place} and cannot be read ({_reason(error)})"
             ) from None
 
     def read_merges(self) -> None:

@@ -15,7 +15,7 @@ from openpyxl import Workbook, load_workbook
 from openpyxl.styles import Font
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from bench.fuzz_inputs import FuzzRow, mutated, read_outcome, seed_workbook
+from bench.fuzz_inputs import FuzzRow, mutated, read_outcome, seed_workbook, with_shared_strings
 from shared import excel
 from shared.errors import InputError
 from shared.excel import Personnummer, Postnummer, Row, read_rows
@@ -503,11 +503,18 @@ def test_text_in_a_number_cell_part_way_names_the_cell(tmp_path: Path) -> None:
 
 
 def test_a_bad_shared_string_index_names_the_cell(tmp_path: Path) -> None:
-    source = long_register(tmp_path / "lang.xlsx")
+    source = tmp_path / "excel.xlsx"  # texts in a shared string table, as Excel writes them
+    source.write_bytes(with_shared_strings(long_register(tmp_path / "lang.xlsx").read_bytes()))
+    assert [row.model is not None for row in read_rows(source, Person)] == [True] * 60
     old = cell_xml(sheet_xml(source), "C30")
-    assert b't="s"' in old or b't="inlineStr"' in old or b"<v>" in old
-    broken = rewritten(source, tmp_path / "trasig.xlsx", "xl/worksheets/sheet1.xml",
-                       lambda xml: xml.replace(old, b'<c r="C30" t="s"><v>99999</v></c>'))
+    assert b't="s"' in old
+    xml = sheet_xml(source)
+    row_29 = xml[xml.index(b'<row r="29"'): xml.index(b'<row r="30"')]
+
+    def damage(xml: bytes) -> bytes:  # row 29 gone too: the message takes the row from the cell
+        return xml.replace(old, b'<c r="C30" t="s"><v>99999</v></c>').replace(row_29, b"")
+
+    broken = rewritten(source, tmp_path / "trasig.xlsx", "xl/worksheets/sheet1.xml", damage)
     with pytest.raises(InputError, match=r"trasig\.xlsx, sheet 'Sheet', row 30, cell C30: refers to a shared "
                        r"text the file does not have \(a damaged file\)$"):
         list(read_rows(broken, Person))
