@@ -157,7 +157,12 @@ class _CompilingOnce(Environment):
 
 
 class _Docx(DocxTemplate):
-    """docxtpl's template with its rendered parts checked, endnotes rendered, and each note part once."""
+    """docxtpl's template with its rendered parts checked, endnotes rendered, each note part once, and
+    the document properties (plain text, not XML) rendered without XML escaping."""
+
+    def __init__(self, template_file: Any, properties_environment: Environment | None = None) -> None:
+        super().__init__(template_file)
+        self.properties_environment = properties_environment
 
     def render_xml_part(self, src_xml: str, part: Any, context: Any, jinja_env: Any = None) -> str:
         token = _rendering_part.set(part)
@@ -171,6 +176,9 @@ class _Docx(DocxTemplate):
                 f"{part.partname} refers to relationship(s) {', '.join(dangling)} it does not have "
                 "(a RichText url_id made for another document? use shared.documents.Hyperlink)")
         return xml
+
+    def render_properties(self, context: Any, jinja_env: Any = None) -> None:
+        super().render_properties(context, self.properties_environment or jinja_env)
 
     def render_footnotes(self, context: Any, jinja_env: Any = None) -> None:
         for part in list(self.docx.part.package.iter_parts()):
@@ -318,6 +326,8 @@ class DocumentTemplate:
         self.path = path
         self._content = path.read_bytes()
         self._environment = _CompilingOnce(filters)
+        self._properties_environment = self._environment.overlay(autoescape=False)
+        self._properties_environment._compiled = {}
         parts = self._parts()
         fields: set[str] = set()
         for name, source in parts:
@@ -335,7 +345,7 @@ class DocumentTemplate:
         self.field_paths: frozenset[str] = frozenset(paths.found)
 
     def _load(self) -> DocxTemplate:
-        return _Docx(io.BytesIO(self._content))
+        return _Docx(io.BytesIO(self._content), self._properties_environment)
 
     def _parts(self) -> list[tuple[str, str]]:
         try:

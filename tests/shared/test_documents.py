@@ -235,6 +235,9 @@ def test_fields_in_footnotes_endnotes_headers_and_properties_are_checked_and_ren
     assert "Frågor: Karin Ek" in part_text(out, "word/endnotes.xml")
     written = Document(str(out))
     assert (written.core_properties.title, written.core_properties.subject) == ("Beslut SN-1", "Färdtjänst")
+    escaped = letter.render({**context, "arendetyp": "Bygg & <miljö>"}, tmp_path / "brev2.docx")
+    assert Document(str(escaped)).core_properties.subject == "Bygg & <miljö>", "properties are text, not XML"
+    assert "&amp;amp;" not in part_text(escaped, "docProps/core.xml"), "escaped once, by python-docx"
     assert written.sections[0].header.paragraphs[0].text == "Dnr SN-1"
     assert "{{" not in "".join(part_text(out, m) for m in ["word/document.xml", "word/footnotes.xml"])
 
