@@ -44,7 +44,7 @@ _NOTES = {
     "application/vnd.openxmlformats-officedocument.wordprocessingml.footnotes+xml": "the footnotes",
     "application/vnd.openxmlformats-officedocument.wordprocessingml.endnotes+xml": "the endnotes",
 }
-_RELATIONSHIP_REFERENCE = re.compile(r'\br:(?:id|embed|link)="([^"]+)"')
+_RELATIONSHIP_REFERENCE = re.compile(r' r:(?:id|embed|link)="([^"]+)"')
 _rendering_part: ContextVar[Any] = ContextVar("rendering_part", default=None)
 
 
