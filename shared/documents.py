@@ -328,21 +328,27 @@ class DocumentTemplate:
         self._environment = _CompilingOnce(filters)
         self._properties_environment = self._environment.overlay(autoescape=False)
         self._properties_environment._compiled = {}
-        parts = self._parts()
-        fields: set[str] = set()
-        for name, source in parts:
-            try:
-                fields |= meta.find_undeclared_variables(self._environment.parse(_by_paragraph(source)))
-            except TemplateSyntaxError as error:
-                place = _syntax_error_place(name, source, error)
-                raise InputError(f"{path}: the template does not parse: {place}: {error.message}") from None
-            except Exception as error:  # noqa: BLE001 - whatever else Jinja refuses
-                raise InputError(f"{path}: the template does not parse: {name}: {error}") from None
+        parsed = [self._parsed(name, source) for name, source in self._parts()]
+        fields: set[str] = set().union(*(names for _, names in parsed))
         self.fields: frozenset[str] = frozenset(fields)
         paths = _Paths(fields)
-        for _, source in parts:
-            paths.visit(self._environment.parse(_by_paragraph(source)), {})
+        for tree, _ in parsed:
+            paths.visit(tree, {})
         self.field_paths: frozenset[str] = frozenset(paths.found)
+
+    def _parsed(self, name: str, source: str) -> tuple[nodes.Template, set[str]]:
+        """The part's Jinja syntax tree and the names it reads, checked as compiling would (unknown
+        filters included)."""
+        try:
+            tree = self._environment.parse(_by_paragraph(source))
+            return tree, meta.find_undeclared_variables(tree)
+        except TemplateSyntaxError as error:
+            place = _syntax_error_place(name, source, error)
+            message = " ".join(str(error.message).split())
+            raise InputError(f"{self.path}: the template does not parse: {place}: {message}") from None
+        except Exception as error:  # noqa: BLE001 - whatever else Jinja refuses
+            message = " ".join(str(error).split())
+            raise InputError(f"{self.path}: the template does not parse: {name}: {message}") from None
 
     def _load(self) -> DocxTemplate:
         return _Docx(io.BytesIO(self._content), self._properties_environment)
