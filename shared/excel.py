@@ -18,6 +18,7 @@ extension is read.
 from __future__ import annotations
 
 import io
+import warnings
 import zipfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from copy import copy
@@ -30,7 +31,7 @@ from loguru import logger
 from openpyxl import load_workbook
 from openpyxl.utils import get_column_letter, range_boundaries
 from openpyxl.workbook.workbook import Workbook
-from openpyxl.worksheet._reader import FORMULA_TAG, WorkSheetParser
+from openpyxl.worksheet._reader import FORMULA_TAG, VALUE_TAG, WorkSheetParser
 from openpyxl.worksheet.worksheet import Worksheet
 from openpyxl.xml.constants import SHEET_MAIN_NS
 from pydantic import AfterValidator, BaseModel, ValidationError
@@ -81,6 +82,15 @@ class _FormulaWithoutValue:
 
 
 _NO_VALUE = _FormulaWithoutValue()
+#: The last day Excel can show (9999-12-31) as a serial number.
+_LAST_EXCEL_DAY = 2958465
+
+
+@dataclass(frozen=True)
+class _ErrorValue:
+    """A cell holding an Excel error (``#N/A``, ``#DIV/0!``: a formula that failed), never a value."""
+
+    text: str
 
 
 class _UnreadableCell(Exception):
@@ -195,14 +205,31 @@ class _SheetParser(WorkSheetParser):
 
     def parse_cell(self, element: Any) -> dict[str, Any]:
         try:
-            cell: dict[str, Any] = super().parse_cell(element)
+            if self._date_out_of_range(element):
+                with warnings.catch_warnings():  # openpyxl warns, then reads it as the error #VALUE!
+                    warnings.simplefilter("ignore")
+                    cell: dict[str, Any] = super().parse_cell(element)
+            else:
+                cell = super().parse_cell(element)
         except Exception as error:  # noqa: BLE001 - whatever a damaged cell makes the parser raise
             reference = element.get("r") or f"{get_column_letter(self.col_counter + 1)}{self.row_counter}"
             problem = _cell_problem(element, error)
             raise _UnreadableCell(self.row_counter, str(reference)[:20], problem) from None
         if cell["value"] is None and element.find(FORMULA_TAG) is not None:
             cell["value"] = _NO_VALUE
+        elif cell["data_type"] == "e":
+            cell["value"] = _ErrorValue(str(cell["value"])[:20])
         return cell
+
+    def _date_out_of_range(self, element: Any) -> bool:
+        style = element.get("s")
+        if not style or element.get("t", "n") != "n" or int(style) not in self.date_formats:
+            return False
+        text = element.findtext(VALUE_TAG)
+        try:
+            return bool(text) and not 0 <= float(text) <= _LAST_EXCEL_DAY + 1
+        except ValueError:
+            return False  # not a number at all: the parser says so
 
 
 def _cell_problem(element: Any, error: BaseException) -> str:
@@ -277,7 +304,9 @@ def _blank(value: Any) -> bool:
 
 
 def _text(value: Any) -> str:
-    return "" if value is None or value is _NO_VALUE else str(value).strip()
+    if value is None or isinstance(value, _FormulaWithoutValue | _ErrorValue):
+        return ""
+    return str(value).strip()
 
 
 def read_rows(
@@ -394,17 +423,38 @@ def _data_rows(
         for column, text in by_column.items():
             if text in filled and cells.get(column) is None:
                 values[text] = merges.value_at(number, column)
-        formula = next((c for c, t in by_column.items() if t in used and values[t] is _NO_VALUE), None)
-        values = {text: None if value is _NO_VALUE else value for text, value in values.items()}
-        if formula is not None:
-            cell = f"{get_column_letter(formula)}{number}"
-            yield Row(number, values, error=f"row {number}: column {by_column[formula]!r}: {cell} holds a "
-                      "formula with no computed value: open and save the file in Excel")
+        unusable = _unusable_cell(number, values, by_column, used)
+        values = {text: _raw(value) for text, value in values.items()}
+        if unusable is not None:
+            yield Row(number, values, error=unusable)
             continue
         row = _validated(number, values, model)
         if row.error is not None and "required value is empty" in row.error:
             row.error += merges.hint(number, by_column, row.error, sheet)
         yield row
+
+
+def _unusable_cell(number: int, values: dict[str, Any], header: dict[int, str], used: set[str]) -> str | None:
+    """The row error for a model's cell that holds no value to read: a formula never computed, or an
+    Excel error (else an ``#N/A`` would pass as the text of a name)."""
+    for column, text in header.items():
+        value = values[text]
+        if text not in used or not isinstance(value, _FormulaWithoutValue | _ErrorValue):
+            continue
+        cell = f"{get_column_letter(column)}{number}"
+        if isinstance(value, _ErrorValue):
+            problem = f"{cell} holds the Excel error {value.text} (a failed formula, or a date out of range)"
+        else:
+            problem = f"{cell} holds a formula with no computed value: open and save the file in Excel"
+        return f"row {number}: column {text!r}: {problem}"
+    return None
+
+
+def _raw(value: Any) -> Any:
+    """A cell's value as a row keeps it: an Excel error as its text, a formula never computed as None."""
+    if isinstance(value, _ErrorValue):
+        return value.text
+    return None if value is _NO_VALUE else value
 
 
 class _MergeFiller:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Annotated, Any
@@ -325,6 +326,33 @@ def test_a_formula_without_a_computed_value_is_named_and_one_with_a_value_is_rea
                          lambda xml: xml.replace(b"<f>100*3</f><v></v>", b"<f>100*3</f><v>300</v>"))
     assert b"<v>300</v>" in sheet_xml(computed)
     assert next(read_rows(computed, Person)).model.belopp == 300  # type: ignore[union-attr]
+
+
+def test_an_excel_error_or_a_date_excel_cannot_show_is_named_not_read_as_text(tmp_path: Path) -> None:
+    path = sheet(tmp_path / "fel.xlsx", ["SN-1", PNR, "Bo"], ["SN-2", PNR, "Eva", None, 5],
+                 ["SN-3", PNR, "Ada"], header=[*HEADER, "Datum"])
+    workbook = load_workbook(path)
+    workbook.active["F3"] = dt.date(2026, 12, 1)
+    workbook.active["F4"] = dt.date(2026, 12, 2)
+    workbook.save(path)
+
+    class Dated(Person):
+        datum: dt.date | None = Field(default=None, alias="Datum")
+
+    def damage(xml: bytes) -> bytes:  # a failed VLOOKUP in a name, and a serial number past 9999-12-31
+        failed = b'<c r="C2" t="e"><f>VLOOKUP(A2,Blad2!A:B,2,0)</f><v>#N/A</v></c>'
+        return xml.replace(cell_xml(xml, "C2"), failed).replace(b"<v>46358</v>", b"<v>2958467</v>")
+
+    assert b"<v>46358</v>" in cell_xml(sheet_xml(path), "F4")
+    broken = rewritten(path, tmp_path / "trasig.xlsx", "xl/worksheets/sheet1.xml", damage)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # openpyxl's own warning for the date is not let out
+        rows = {row.number: row for row in read_rows(broken, Dated)}
+    assert rows[2].error == ("row 2: column 'Förnamn': C2 holds the Excel error #N/A (a failed formula, or a "
+                             "date out of range)") and rows[2].values["Förnamn"] == "#N/A"
+    assert rows[3].model is not None and rows[3].model.datum == dt.date(2026, 12, 1)
+    assert rows[4].error == ("row 4: column 'Datum': F4 holds the Excel error #VALUE! (a failed formula, or "
+                             "a date out of range)")
 
 
 class Visit(BaseModel):
