@@ -121,10 +121,16 @@ def open_workbook(path: Path, *, read_only: bool) -> Workbook:
     if path.suffix.lower() not in (".xlsx", ".xlsm", ".xltx", ".xltm"):
         logger.warning("{}: an Excel .xlsx workbook under another extension; reading it", path)
     try:
-        # reading wants values; a copy (``write_results``) keeps the formulas as they are
-        return load_workbook(io.BytesIO(content), read_only=read_only, data_only=read_only)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            # reading wants values; a copy (``write_results``) keeps the formulas as they are
+            workbook = load_workbook(io.BytesIO(content), read_only=read_only, data_only=read_only)
     except Exception as error:  # noqa: BLE001 - any failure of the reader on a damaged file
         raise InputError(f"{path}: not an Excel .xlsx workbook that can be read ({_reason(error)})") from None
+    for warning in caught:  # what openpyxl passes over (extensions, odd definitions): a copy loses it
+        message = " ".join(str(warning.message).split())
+        logger.log("DEBUG" if read_only else "WARNING", "{}: {}", path, message)
+    return workbook
 
 
 def _check_is_xlsx(path: Path, content: bytes) -> None:
