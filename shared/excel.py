@@ -227,6 +227,12 @@ class _SheetParser(WorkSheetParser):
             cell["value"] = _ErrorValue(str(cell["value"])[:20])
         return cell
 
+    def parse_extensions(self, element: Any) -> None:
+        """Extensions (newer conditional formats, validations) do not hold cells: passed over, unwarned."""
+
+    def parse_formatting(self, element: Any) -> None:
+        """Conditional formats do not hold cells either."""
+
     def _date_out_of_range(self, element: Any) -> bool:
         style = element.get("s")
         if not style or element.get("t", "n") != "n" or int(style) not in self.date_formats:

@@ -355,6 +355,20 @@ def test_an_excel_error_or_a_date_excel_cannot_show_is_named_not_read_as_text(tm
                              "a date out of range)")
 
 
+def test_sheet_extensions_of_newer_excel_versions_are_read_past_without_warnings(tmp_path: Path) -> None:
+    source = sheet(tmp_path / "reg.xlsx", ["SN-1", PNR, "Bo"])
+    extension = (b'<extLst><ext uri="{CCE6A557-97BC-4b89-ADB6-D9C93CAAB3DF}" xmlns:x14="http://schemas.'
+                 b'microsoft.com/office/spreadsheetml/2009/9/main"><x14:dataValidations count="0"/></ext>'
+                 b"</extLst></worksheet>")
+    newer = rewritten(source, tmp_path / "ny.xlsx", "xl/worksheets/sheet1.xml",
+                      lambda xml: xml.replace(b"</worksheet>", extension))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert [row.model is not None for row in read_rows(newer, Person)] == [True]
+        excel.write_results(newer, tmp_path / "res.xlsx", {2: {"status": "klar"}}, ["status"])
+    assert load_workbook(tmp_path / "res.xlsx").active["F2"].value == "klar"
+
+
 class Visit(BaseModel):
     model_config = ConfigDict(coerce_numbers_to_str=True)
 
