@@ -1,9 +1,17 @@
 """Excel registers in and out.
 
-:func:`read_rows` streams a sheet (openpyxl ``read_only``) and validates each row as a pydantic model
-whose field aliases are the column headers; a bad row becomes a :class:`Row` with an error naming the
-row and the column, and the rest go on. File-level problems (not found, not an xlsx, empty sheet,
-missing required column) raise one :class:`~shared.errors.InputError` naming the file.
+:func:`read_rows` streams a sheet and validates each row as a pydantic model whose field aliases are
+the column headers; a bad row becomes a :class:`Row` with an error naming the row and the column, and
+the rest go on. The header row is the first of the first 20 rows that holds every required column (or
+the one given), so title rows above it are passed over; row numbers are the sheet's own.
+
+Everything else that is wrong with the file raises one :class:`~shared.errors.InputError` naming the
+file, the sheet and, where known, the row and the cell: not found, not an xlsx (with what it is
+instead: an old .xls, an .ods, an .xlsb, a password-protected or a Strict Open XML workbook), an empty
+sheet, a missing required column, a header the model uses twice, and any damage found part-way
+through (a malformed sheet, a cell that cannot be read). A file that is an xlsx under another
+extension is read.
+
 :func:`write_results` writes a copy of the input with result columns added, keeping its formatting.
 
 A bad row keeps its problems structured (:class:`CellProblem`): its ``error`` is the English line for
@@ -13,7 +21,9 @@ logs and the CLI, and the results workbook words the problems in the staff langu
 
 from __future__ import annotations
 
+import io
 import re
+import warnings
 import zipfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from copy import copy
@@ -22,11 +32,13 @@ from datetime import date, datetime
 from datetime import time as clock_time
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Generic, TypeVar, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Any, Generic, Literal, TypeVar, get_args, get_origin
 
+from loguru import logger
 from openpyxl import load_workbook
-from openpyxl.utils.exceptions import InvalidFileException
+from openpyxl.utils import get_column_letter, range_boundaries
 from openpyxl.workbook.workbook import Workbook
+from openpyxl.worksheet._reader import FORMULA_TAG, VALUE_TAG, WorkSheetParser
 from openpyxl.worksheet.worksheet import Worksheet
 from pydantic import AfterValidator, BaseModel, ValidationError
 from pydantic_core import PydanticCustomError
@@ -41,6 +53,13 @@ if TYPE_CHECKING:
     from shared.settings import Settings
 
 M = TypeVar("M", bound=BaseModel)
+
+#: How many rows from the top :func:`read_rows` looks in for the header row.
+HEADER_SEARCH_ROWS = 20
+_OLE2_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+_STRICT_NAMESPACE = b"purl.oclc.org/ooxml/spreadsheetml/main"
+_SAVE_AS_XLSX = "open it in Excel and save it as 'Excel Workbook (.xlsx)'"
+_TAKE_MERGED = "mark the field MergedTopLeft() or read with merged='top_left' to take their first value"
 
 
 @dataclass(frozen=True)
@@ -75,25 +94,143 @@ class Row(Generic[M]):
     problems: list[CellProblem] = field(default_factory=list)
 
 
+class MergedTopLeft:
+    """Marks a field whose empty cells inside a merged range take the range's top-left value.
+
+    ``handlaggare: Annotated[str, MergedTopLeft()] = Field(alias="Handläggare")``; or read every
+    column so with ``read_rows(..., merged="top_left")``. Without it a merged range's other cells are
+    empty, as Excel stores them.
+    """
+
+    def __repr__(self) -> str:
+        return "MergedTopLeft()"
+
+
+class _FormulaWithoutValue:
+    """A formula cell the file holds no computed value for (written by a tool that does not calculate)."""
+
+    def __repr__(self) -> str:
+        return "<formula without a computed value>"
+
+
+_NO_VALUE = _FormulaWithoutValue()
+_MERGE_CELL = re.compile(rb'<(?:\w+:)?mergeCell\b[^>]*?\bref="([^"]+)"')
+#: The last day Excel can show (9999-12-31) as a serial number.
+_LAST_EXCEL_DAY = 2958465
+
+
+@dataclass(frozen=True)
+class _ErrorValue:
+    """A cell holding an Excel error (``#N/A``, ``#DIV/0!``: a formula that failed), never a value."""
+
+    text: str
+
+
+class _UnreadableCell(Exception):
+    def __init__(self, row: int, cell: str, problem: str) -> None:
+        super().__init__(problem)
+        self.row, self.cell, self.problem = row, cell, problem
+
+
+def _reason(error: BaseException) -> str:
+    """One line about what a third-party reader tripped over."""
+    while error.__cause__ is not None and "Unable to read workbook" in str(error):
+        error = error.__cause__
+    text = " ".join(str(error).split())[:160]
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
 def open_workbook(path: Path, *, read_only: bool) -> Workbook:
-    """Open an .xlsx file, or raise :class:`InputError` saying what is wrong with it."""
+    """Open an .xlsx file, or raise :class:`InputError` saying what is wrong with it (and what it is)."""
     if not path.exists():
         raise InputError(f"{path}: file not found")
     if path.is_dir():
         raise InputError(f"{path}: is a directory, not an Excel file")
     try:
-        # reading wants values; a copy (``write_results``) keeps the formulas as they are
-        return load_workbook(path, read_only=read_only, data_only=read_only)
-    except (InvalidFileException, zipfile.BadZipFile, KeyError, OSError, ValueError):
-        raise InputError(f"{path}: not an Excel .xlsx workbook") from None
+        content = path.read_bytes()
+    except OSError as error:
+        raise InputError(f"{path}: cannot be read ({error.strerror or error})") from None
+    _check_is_xlsx(path, content)
+    if path.suffix.lower() not in (".xlsx", ".xlsm", ".xltx", ".xltm"):
+        logger.warning("{}: an Excel .xlsx workbook under another extension; reading it", path)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            # reading wants values; a copy (``write_results``) keeps the formulas as they are
+            workbook = load_workbook(io.BytesIO(content), read_only=read_only, data_only=read_only)
+    except Exception as error:  # noqa: BLE001 - any failure of the reader on a damaged file
+        raise InputError(f"{path}: not an Excel .xlsx workbook that can be read ({_reason(error)})") from None
+    for warning in caught:  # what openpyxl passes over (extensions, odd definitions): a copy loses it
+        message = " ".join(str(warning.message).split())
+        logger.log("DEBUG" if read_only else "WARNING", "{}: {}", path, message)
+    return workbook
+
+
+def _check_is_xlsx(path: Path, content: bytes) -> None:
+    """Raise :class:`InputError` naming what ``content`` is when it is not an xlsx package."""
+    if content.startswith(_OLE2_MAGIC):
+        raise InputError(f"{path}: {_ole2_kind(content)}")
+    try:
+        with zipfile.ZipFile(io.BytesIO(content)) as archive:
+            names = set(archive.namelist())
+            mimetype = archive.read("mimetype")[:80] if "mimetype" in names else b""
+            workbook_xml = archive.read("xl/workbook.xml")[:4000] if "xl/workbook.xml" in names else b""
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, NotImplementedError):
+        raise InputError(f"{path}: not an Excel .xlsx workbook{_text_hint(content)}") from None
+    except Exception as error:  # noqa: BLE001 - zlib and the like on a damaged archive
+        raise InputError(f"{path}: not an Excel .xlsx workbook (a damaged zip: {_reason(error)})") from None
+    if b"opendocument.spreadsheet" in mimetype:
+        raise InputError(f"{path}: an OpenDocument spreadsheet (.ods), not an Excel .xlsx workbook: "
+                         f"{_SAVE_AS_XLSX}")
+    if "xl/workbook.bin" in names:
+        raise InputError(f"{path}: an Excel binary workbook (.xlsb), which Kansli cannot read: "
+                         f"{_SAVE_AS_XLSX}")
+    if _STRICT_NAMESPACE in workbook_xml:
+        raise InputError(f"{path}: a Strict Open XML workbook, which Kansli cannot read: {_SAVE_AS_XLSX} "
+                         "(not 'Strict Open XML Spreadsheet')")
+    if "word/document.xml" in names:
+        raise InputError(f"{path}: a Word document, not an Excel .xlsx workbook")
+    if not workbook_xml and not any(name.startswith("xl/") for name in names):
+        raise InputError(f"{path}: not an Excel .xlsx workbook (a zip file without a workbook in it)")
+
+
+def _ole2_kind(content: bytes) -> str:
+    """What an OLE2 compound file holds, from its directory entry names (UTF-16 in the file)."""
+    def has(name: str) -> bool:
+        return name.encode("utf-16-le") in content
+
+    if has("EncryptedPackage") or has("EncryptionInfo"):
+        return "the workbook is password-protected (encrypted): save a copy without a password for the robot"
+    if has("WordDocument"):
+        return "an old Word .doc document, not an Excel .xlsx workbook"
+    return f"an old Excel 97-2003 .xls workbook, which Kansli cannot read: {_SAVE_AS_XLSX}"
+
+
+def _text_hint(content: bytes) -> str:
+    sample = content[:2000]
+    if not sample:
+        return " (the file is empty)"
+    if sample.startswith(b"PK"):
+        return " (a damaged or incomplete zip file)"
+    try:
+        sample.decode("utf-8")
+    except UnicodeDecodeError:
+        return ""
+    return " (it holds text: a CSV or text export?)"
 
 
 def _sheet(workbook: Workbook, path: Path, sheet: str | None) -> Worksheet:
     if sheet is None:
+        if not workbook.worksheets:
+            raise InputError(f"{path}: the workbook has no worksheets")
         return workbook.worksheets[0]
     if sheet not in workbook.sheetnames:
-        raise InputError(f"{path}: no sheet named {sheet!r}")
-    return workbook[sheet]
+        names = ", ".join(repr(name) for name in workbook.sheetnames) or "none"
+        raise InputError(f"{path}: no sheet named {sheet!r} (the sheets are {names})")
+    chosen = workbook[sheet]
+    if chosen not in workbook.worksheets:
+        raise InputError(f"{path}: sheet {sheet!r} is a chart sheet, not a sheet of rows")
+    return chosen
 
 
 def columns_of(model: type[BaseModel]) -> dict[str, str]:
@@ -101,35 +238,318 @@ def columns_of(model: type[BaseModel]) -> dict[str, str]:
     return {(info.alias or name): name for name, info in model.model_fields.items()}
 
 
-def read_rows(path: Path, model: type[M], *, sheet: str | None = None) -> Iterator[Row[M]]:
-    """Stream the rows of ``path`` as ``model`` instances; blank rows are passed over."""
+class _SheetParser(WorkSheetParser):
+    """openpyxl's streaming sheet parser, naming the cell it cannot read and marking formulas whose
+    computed value the file lacks (``data_only`` reads would take them for empty cells) and Excel
+    errors, with the rows that hold them in ``marked_rows``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.marked_rows: set[int] = set()
+
+    def parse_cell(self, element: Any) -> dict[str, Any]:
+        try:
+            if self._date_out_of_range(element):
+                with warnings.catch_warnings():  # openpyxl warns, then reads it as the error #VALUE!
+                    warnings.simplefilter("ignore")
+                    cell: dict[str, Any] = super().parse_cell(element)
+            else:
+                cell = super().parse_cell(element)
+        except Exception as error:  # noqa: BLE001 - whatever a damaged cell makes the parser raise
+            reference = element.get("r") or f"{get_column_letter(self.col_counter + 1)}{self.row_counter}"
+            problem = _cell_problem(element, error)
+            raise _UnreadableCell(self.row_counter, str(reference)[:20], problem) from None
+        if cell["value"] is None and element.find(FORMULA_TAG) is not None:
+            cell["value"] = _NO_VALUE
+            self.marked_rows.add(cell["row"])
+        elif cell["data_type"] == "e":
+            cell["value"] = _ErrorValue(str(cell["value"])[:20])
+            self.marked_rows.add(cell["row"])
+        return cell
+
+    def parse_extensions(self, element: Any) -> None:
+        """Extensions (newer conditional formats, validations) do not hold cells: passed over, unwarned."""
+
+    def parse_formatting(self, element: Any) -> None:
+        """Conditional formats do not hold cells either."""
+
+    def _date_out_of_range(self, element: Any) -> bool:
+        style = element.get("s")
+        if not style or element.get("t", "n") != "n" or int(style) not in self.date_formats:
+            return False
+        text = element.findtext(VALUE_TAG)
+        try:
+            return bool(text) and not 0 <= float(text) <= _LAST_EXCEL_DAY + 1
+        except ValueError:
+            return False  # not a number at all: the parser says so
+
+
+def _cell_problem(element: Any, error: BaseException) -> str:
+    kind = element.get("t", "n")
+    if kind == "s":
+        return "refers to a shared text the file does not have (a damaged file)"
+    if kind == "n":
+        return "is a number cell holding something that is not a number (a damaged file)"
+    if kind == "d":
+        return "is a date cell holding something that is not a date (a damaged file)"
+    if kind == "b":
+        return "is a true/false cell holding something else (a damaged file)"
+    return f"cannot be read ({_reason(error)})"
+
+
+@dataclass
+class _Sheet:
+    """One sheet being read: where it is (for messages) and its rows as ``(number, {column: value})``."""
+
+    path: Path
+    worksheet: Any
+    workbook: Workbook
+    merges: list[tuple[int, int, int, int]] = field(default_factory=list)
+    merges_read: bool = False
+    marked_rows: set[int] = field(default_factory=set)
+
+    @property
+    def where(self) -> str:
+        return f"{self.path}, sheet {self.worksheet.title!r}"
+
+    def rows(self) -> Iterator[tuple[int, dict[int, Any]]]:
+        """The sheet's non-empty XML rows; any failure of the parser is one :class:`InputError`."""
+        last = 0
+        try:
+            with self.worksheet._get_source() as source:
+                parser = _SheetParser(source, self.worksheet._shared_strings, data_only=True,
+                                      epoch=self.workbook.epoch, date_formats=self.workbook._date_formats,
+                                      timedelta_formats=self.workbook._timedelta_formats)
+                parser.marked_rows = self.marked_rows
+                for number, cells in parser.parse():
+                    if number <= last:
+                        raise ValueError(f"row {number} comes after row {last}")
+                    last = number
+                    yield number, {cell["column"]: cell["value"] for cell in cells}
+        except InputError:
+            raise
+        except _UnreadableCell as error:
+            raise InputError(f"{self.where}, row {error.row}, cell {error.cell}: {error.problem}") from None
+        except Exception as error:  # noqa: BLE001 - a damaged sheet, at any row
+            place = f"after row {last}" if last else "before its first row"
+            raise InputError(
+                f"{self.where}: the sheet is damaged {place} and cannot be read ({_reason(error)})"
+            ) from None
+
+    def read_merges(self) -> None:
+        """The merged ranges (``min_col, min_row, max_col, max_row``), found in the sheet's raw XML (they
+        follow its rows: a pattern over the bytes is fifty times faster than parsing them again)."""
+        self.merges_read = True
+        try:
+            with self.worksheet._get_source() as source:
+                xml = source.read()
+            bounds = [range_boundaries(ref.decode()) for ref in _MERGE_CELL.findall(xml)]
+            self.merges.extend(bound for bound in bounds if None not in bound)  # whole columns are no merge
+        except Exception as error:  # noqa: BLE001 - a damaged sheet or merge reference
+            raise InputError(
+                f"{self.where}: the sheet is damaged and cannot be read ({_reason(error)})"
+            ) from None
+        self.merges.sort(key=lambda bounds: bounds[1])
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and value.strip() == "")
+
+
+def _text(value: Any) -> str:
+    if value is None or isinstance(value, _FormulaWithoutValue | _ErrorValue):
+        return ""
+    return str(value).strip()
+
+
+def read_rows(
+    path: Path,
+    model: type[M],
+    *,
+    sheet: str | None = None,
+    header_row: int | None = None,
+    merged: Literal["empty", "top_left"] = "empty",
+) -> Iterator[Row[M]]:
+    """Stream the rows of ``path`` as ``model`` instances; blank rows are passed over.
+
+    ``sheet`` chooses a sheet by name (default: the first). The header row is ``header_row`` when
+    given, else the first of the first :data:`HEADER_SEARCH_ROWS` rows holding every required column.
+    ``merged="top_left"`` fills the empty cells of merged ranges with the range's top-left value in
+    every column (:class:`MergedTopLeft` does so for one field).
+    """
+    if header_row is not None and header_row < 1:
+        raise ValueError(f"header_row must be 1 or more, not {header_row}")
     workbook = open_workbook(path, read_only=True)
     try:
-        worksheet = _sheet(workbook, path, sheet)
-        if hasattr(worksheet, "reset_dimensions"):
-            worksheet.reset_dimensions()  # a stored used range may be wrong (some tools write "A1")
-        rows = worksheet.iter_rows(values_only=True)
-        header = _header(next(rows, None), path, model)
-        for number, cells in enumerate(rows, start=2):
-            if all(cell is None or str(cell).strip() == "" for cell in cells):
-                continue
-            yield _validated(number, dict(zip(header, cells, strict=False)), model)
+        current = _Sheet(path, _sheet(workbook, path, sheet), workbook)
+        filled = _merged_columns(model, merged)
+        if filled:
+            current.read_merges()
+        merges = _MergeFiller(current.merges)
+        rows = merges.watch(current.rows())
+        _, header = _find_header(current, rows, model, header_row)
+        yield from _data_rows(current, rows, model, header, filled, merges)
     finally:
         workbook.close()
 
 
-def _header(cells: Sequence[Any] | None, path: Path, model: type[BaseModel]) -> list[str]:
-    if cells is None or all(cell is None for cell in cells):
-        raise InputError(f"{path}: the sheet is empty (no header row)")
-    header = [str(cell).strip() if cell is not None else "" for cell in cells]
-    required = [
-        info.alias or name for name, info in model.model_fields.items() if info.is_required()
-    ]
-    missing = [column for column in required if column not in header]
-    if missing:
-        names = ", ".join(repr(column) for column in missing)
-        raise InputError(f"{path}: missing required column(s) {names}")
-    return header
+def _merged_columns(model: type[BaseModel], merged: str) -> set[str]:
+    if merged not in ("empty", "top_left"):
+        raise ValueError(f"merged must be 'empty' or 'top_left', not {merged!r}")
+    return {
+        info.alias or name for name, info in model.model_fields.items()
+        if merged == "top_left" or any(isinstance(item, MergedTopLeft) for item in info.metadata)
+    }
+
+
+def _required_columns(model: type[BaseModel]) -> list[str]:
+    return [info.alias or name for name, info in model.model_fields.items() if info.is_required()]
+
+
+def _find_header(
+    sheet: _Sheet, rows: Iterator[tuple[int, dict[int, Any]]], model: type[BaseModel], header_row: int | None
+) -> tuple[int, dict[int, str]]:
+    """The header row's number and its texts by column (checked for missing and duplicate columns)."""
+    required = _required_columns(model)
+    last = header_row or HEADER_SEARCH_ROWS
+    best: tuple[int, int, dict[int, str]] | None = None  # (matches, number, texts)
+    for number, cells in rows:
+        if number > last:
+            break
+        texts = {column: _text(value) for column, value in cells.items() if _text(value)}
+        if not texts or (header_row is not None and number != header_row):
+            continue
+        matches = sum(column in texts.values() for column in required)
+        if matches == len(required):
+            _check_duplicates(sheet, number, texts, model)
+            return number, texts
+        if best is None or matches > best[0]:
+            best = (matches, number, texts)
+    raise InputError(_no_header_message(sheet, required, best, header_row))
+
+
+def _no_header_message(
+    sheet: _Sheet, required: list[str], best: tuple[int, int, dict[int, str]] | None, header_row: int | None
+) -> str:
+    if best is None:
+        if header_row is not None:
+            return f"{sheet.where}, row {header_row}: the header row is empty"
+        return f"{sheet.where}: the sheet is empty (no header row in its first {HEADER_SEARCH_ROWS} rows)"
+    _, number, texts = best
+    missing = [column for column in required if column not in texts.values()]
+    names = ", ".join(repr(column) for column in missing)
+    folded = {text.casefold(): text for text in texts.values()}
+    cased = [f"{folded[column.casefold()]!r}" for column in missing if column.casefold() in folded]
+    hint = f", which has {', '.join(cased)}: the case differs" if cased else ""
+    if header_row is not None:
+        return f"{sheet.where}: missing required column(s) {names} in the header row {number}{hint}"
+    return (f"{sheet.where}: missing required column(s) {names} (no row among the first "
+            f"{HEADER_SEARCH_ROWS} has them all; the closest is row {number}{hint})")
+
+
+def _check_duplicates(sheet: _Sheet, number: int, texts: dict[int, str], model: type[BaseModel]) -> None:
+    used = set(columns_of(model))
+    positions: dict[str, list[int]] = {}
+    for column, text in sorted(texts.items()):
+        positions.setdefault(text, []).append(column)
+    for text, columns in positions.items():
+        if text in used and len(columns) > 1:
+            letters = [get_column_letter(column) for column in columns]
+            listed = f"{', '.join(letters[:-1])} and {letters[-1]}"
+            raise InputError(f"{sheet.where}, row {number}: the header {text!r} is in {len(columns)} "
+                             f"columns, {listed}: rename or remove all but one of them")
+
+
+def _data_rows(
+    sheet: _Sheet, rows: Iterator[tuple[int, dict[int, Any]]], model: type[M], header: dict[int, str],
+    filled: set[str], merges: _MergeFiller,
+) -> Iterator[Row[M]]:
+    used = set(columns_of(model))
+    by_column: dict[int, str] = {}
+    for column, text in sorted(header.items()):
+        if text not in by_column.values():  # a header the model does not use may repeat: the leftmost wins
+            by_column[column] = text
+    for number, cells in rows:
+        if all(_blank(value) for value in cells.values()):
+            continue
+        values = {text: cells.get(column) for column, text in by_column.items()}
+        if filled:
+            for column, text in by_column.items():
+                if text in filled and cells.get(column) is None:
+                    values[text] = merges.value_at(number, column)
+        if filled or number in sheet.marked_rows:  # a formula never computed or an Excel error in it
+            unusable = _unusable_cell(number, values, by_column, used)
+            values = {text: _raw(value) for text, value in values.items()}
+            if unusable is not None:
+                yield Row(number, values, error=unusable)
+                continue
+        row = _validated(number, values, model)
+        if row.error is not None and "required value is empty" in row.error:
+            row.error += merges.hint(number, by_column, row.error, sheet)
+        yield row
+
+
+def _unusable_cell(number: int, values: dict[str, Any], header: dict[int, str], used: set[str]) -> str | None:
+    """The row error for a model's cell that holds no value to read: a formula never computed, or an
+    Excel error (else an ``#N/A`` would pass as the text of a name)."""
+    for column, text in header.items():
+        value = values[text]
+        if text not in used or not isinstance(value, _FormulaWithoutValue | _ErrorValue):
+            continue
+        cell = f"{get_column_letter(column)}{number}"
+        if isinstance(value, _ErrorValue):
+            problem = f"{cell} holds the Excel error {value.text} (a failed formula, or a date out of range)"
+        else:
+            problem = f"{cell} holds a formula with no computed value: open and save the file in Excel"
+        return f"row {number}: column {text!r}: {problem}"
+    return None
+
+
+def _raw(value: Any) -> Any:
+    """A cell's value as a row keeps it: an Excel error as its text, a formula never computed as None."""
+    if isinstance(value, _ErrorValue):
+        return value.text
+    return None if value is _NO_VALUE else value
+
+
+class _MergeFiller:
+    """The top-left values of merged ranges, seen as the rows stream past (ranges sorted by first row)."""
+
+    def __init__(self, merges: list[tuple[int, int, int, int]]) -> None:
+        self._pending = list(reversed(merges))
+        self._active: dict[tuple[int, int, int, int], Any] = {}
+
+    def watch(self, rows: Iterator[tuple[int, dict[int, Any]]]) -> Iterator[tuple[int, dict[int, Any]]]:
+        for number, cells in rows:
+            self.see(number, cells)
+            yield number, cells
+
+    def see(self, number: int, cells: dict[int, Any]) -> None:
+        while self._pending and self._pending[-1][1] <= number:
+            bounds = self._pending.pop()
+            self._active[bounds] = cells.get(bounds[0]) if bounds[1] == number else None
+        for bounds in [bounds for bounds in self._active if bounds[3] < number]:
+            del self._active[bounds]
+
+    def hint(self, number: int, header: dict[int, str], error: str, sheet: _Sheet) -> str:
+        """Why a required cell may be empty: it is inside merged cells (the ranges read on first need)."""
+        if not sheet.merges and not sheet.merges_read:
+            sheet.read_merges()
+        for column, text in header.items():
+            if f"column {text!r}: required value is empty" not in error:
+                continue
+            for min_col, min_row, max_col, max_row in sheet.merges:
+                if min_col <= column <= max_col and min_row <= number <= max_row:
+                    merge = f"{get_column_letter(min_col)}{min_row}:{get_column_letter(max_col)}{max_row}"
+                    cell = f"{get_column_letter(column)}{number}"
+                    return f" ({cell} is inside the merged cells {merge}: {_TAKE_MERGED})"
+        return ""
+
+    def value_at(self, number: int, column: int) -> Any:
+        for (min_col, _min_row, max_col, _max_row), value in self._active.items():
+            if min_col <= column <= max_col:
+                return value
+        return None
 
 
 def _validated(number: int, values: dict[str, Any], model: type[M]) -> Row[M]:
