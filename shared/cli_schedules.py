@@ -267,13 +267,18 @@ def history_command(
     limit: Annotated[int, typer.Option(help="At most this many runs and actions.")] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """The runs of a schedule (newest first) and the operator actions on it."""
+    """The runs of a schedule (newest first) and the operator actions on it.
+
+    An id that is neither in the schedule files nor in the history is a usage error (exit 2).
+    """
     from shared.store import list_operator_actions
 
     settings = _settings()
     store = _guard(lambda: _store(settings))
     runs = store.list_runs(trigger=f"schedule:{schedule_id}", limit=limit)
     actions = list_operator_actions(store, schedule_id, limit=limit)
+    if not runs and not actions:  # a schedule removed from the files keeps its history
+        _schedule(_load(settings), schedule_id)
     if as_json:
         from shared.cli import emit_json
 

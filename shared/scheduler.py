@@ -34,7 +34,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import IO, Any
 
@@ -72,6 +72,7 @@ from shared.store import (
     claim_meta_lease,
     delete_schedule_states,
     finish_schedule_request,
+    list_operator_actions,
     load_schedule_states,
     pending_schedule_requests,
     release_meta_lease,
@@ -104,7 +105,9 @@ def record_action(
     """Record an operator action or daemon event (who, when, what) in ``kansli_operator_actions``.
 
     Actions: ``schedule.pause``, ``schedule.resume``, ``schedule.trigger``, ``daemon.start``,
-    ``daemon.stop``, ``daemon.sync``. The details are redacted before they are stored.
+    ``daemon.stop``, ``daemon.sync``, ``schedule.shifted`` (a fire moved out of a daylight-saving
+    gap), ``schedule.retry`` (a retry run, with the run it retries and its attempt number). The
+    details are redacted before they are stored.
     """
     who = actor or current_actor()
     safe = redact_value(details or {})
@@ -124,6 +127,7 @@ AUDIT_EVENTS = {
     "schedule.pause": "schedule.paused", "schedule.resume": "schedule.resumed",
     "schedule.trigger": "run.triggered", "daemon.start": "daemon.started",
     "daemon.stop": "daemon.stopped", "daemon.sync": "schedule.synced",
+    "schedule.shifted": "run.shifted", "schedule.retry": "run.retry",
 }
 
 
@@ -226,6 +230,13 @@ def fire_requested(schedule_id: str, request_id: int) -> None:
     daemon = _active_daemon
     if daemon is not None:
         daemon.fire(schedule_id, request_id=request_id)
+
+
+def fire_retry(schedule_id: str, retry_of: str, attempt: int) -> None:
+    """A retry of a run of ``schedule_id`` that a daemon crash interrupted (found at start)."""
+    daemon = _active_daemon
+    if daemon is not None:
+        daemon.fire(schedule_id, retry=(retry_of, attempt))
 
 
 def control_tick() -> None:
@@ -421,6 +432,11 @@ class Daemon:
     def load(self, *, initial: bool) -> LoadedSchedules | None:
         """Read the schedule files; broken files refuse the start (or a SIGHUP) unless keep-going."""
         loaded = load_schedules(self.settings.schedules_dir, discover(self.settings.robots_package))
+        counts: defaultdict[str, int] = defaultdict(int)
+        for schedule in loaded.schedules:
+            counts[schedule.source] += 1
+        logger.info("schedule files in {}: {}", self.settings.schedules_dir, ", ".join(
+            f"{path} ({counts[str(path)]} schedule(s))" for path in loaded.files) or "none")
         for problem in loaded.problems:
             logger.error("{}", problem)
         if loaded.problems and not self.options.keep_going:
@@ -471,10 +487,16 @@ class Daemon:
         return 0
 
     def _recover(self) -> tuple[int, list[str]]:
-        """Close runs whose process is gone as interrupted; adopt scheduled runs that survived."""
+        """Close runs whose process is gone as interrupted (retrying them by their schedule's
+        ``retries``); adopt scheduled runs that survived."""
+        before = {record.run_id for record in self.store.list_runs(status="running", limit=1000)}
         reaped = Runner(self.settings, self.store).reap_interrupted()
         if reaped:
             logger.warning("closed {} run(s) whose process had ended as interrupted", reaped)
+            for run_id in before:
+                record = self.store.get_run(run_id)
+                if record is not None and record.status == "interrupted":
+                    self._retry_later(record)
         for request in pending_schedule_requests(self.store):
             finish_schedule_request(self.store, request.request_id,
                                     "ignored: queued while no daemon was running")
@@ -505,6 +527,36 @@ class Daemon:
         finally:
             with self._children_lock:
                 self.children.pop(child.run_id, None)
+        record = self.store.get_run(child.run_id)
+        if record is not None:
+            _log_end(child.schedule, record)
+            if record.status == "interrupted" and not self._stop_event.is_set():
+                self._retry_later(record)
+
+    def _retry_later(self, record: RunRecord) -> None:
+        """Plan the retry of a scheduled run that ended interrupted outside a retry loop of this daemon."""
+        schedule = self.schedules.get(record.trigger.removeprefix("schedule:"))
+        if schedule is None or not record.trigger.startswith("schedule:"):
+            return
+        attempt = self._attempt_of(schedule.id, record.run_id) + 1
+        if attempt > schedule.retries:
+            logger.warning("schedule {}: run {} interrupted; no retry left ({} of {} used)", schedule.id,
+                           record.run_id, attempt - 1, schedule.retries)
+            return
+        delay = schedule.retry_backoff * 2 ** (attempt - 1)
+        logger.warning("schedule {}: run {} interrupted; retry {}/{} in {}", schedule.id, record.run_id,
+                       attempt, schedule.retries, format_duration(delay))
+        self.scheduler.add_job(fire_retry, "date", args=[schedule.id, record.run_id, attempt],
+                               run_date=datetime.now(UTC) + timedelta(seconds=delay),
+                               id=f"retry-{record.run_id}", jobstore="control", executor="default",
+                               misfire_grace_time=None, replace_existing=True)
+
+    def _attempt_of(self, schedule_id: str, run_id: str) -> int:
+        """Which retry ``run_id`` was (0: the first run), from the ``schedule.retry`` actions."""
+        for action in list_operator_actions(self.store, schedule_id, limit=500):
+            if action.action == "schedule.retry" and action.details.get("run_id") == run_id:
+                return int(action.details.get("attempt", 0))
+        return 0
 
     def _install_signals(self) -> None:
         signal.signal(signal.SIGTERM, self._on_stop_signal)
@@ -549,6 +601,9 @@ class Daemon:
         reason = (f"planned for {planned.isoformat(timespec='seconds')}, missed by "
                   f"{format_duration(late)} (more than the misfire grace "
                   f"{format_duration(schedule.misfire_grace)}); not started")
+        shift = schedule.shift_of(planned)
+        if shift:
+            reason += f" (planned there because {shift})"
         record = self._record_without_run(schedule, "missed", reason,
                                           planned.isoformat(timespec="microseconds"))
         logger.warning("schedule {}: {}", schedule.id, reason)
@@ -614,6 +669,10 @@ class Daemon:
         """
         unchanged = fingerprint == schedule.fingerprint()
         if job is not None and unchanged:
+            if type(job.trigger) is not type(trigger := schedule.trigger()):
+                # a job stored by an older Kansli (APScheduler's own CronTrigger): new trigger, same
+                # next run time, so fires missed while the daemon was down are still seen
+                return self.scheduler.modify_job(schedule.id, "default", trigger=trigger)
             return job
         if job is None and unchanged and schedule.is_past():
             return None
@@ -687,9 +746,13 @@ class Daemon:
 
     # -- runs ---------------------------------------------------------------------------------------
 
-    def fire(self, schedule_id: str, request_id: int | None = None) -> None:
-        """Start a run of ``schedule_id`` (a fire or an operator's request), with its retries."""
-        planned = self.executor.planned.pop(schedule_id, None) if request_id is None else None
+    def fire(
+        self, schedule_id: str, request_id: int | None = None, retry: tuple[str, int] | None = None
+    ) -> None:
+        """Start a run of ``schedule_id`` (a fire, an operator's request, or a retry of an interrupted
+        run: ``retry`` = (its run id, attempt)), with its retries."""
+        scheduled = request_id is None and retry is None
+        planned = self.executor.planned.pop(schedule_id, None) if scheduled else None
         schedule = self.schedules.get(schedule_id)
         if schedule is None or self._stop_event.is_set():
             logger.warning("schedule {}: not started (removed, or the daemon is stopping)", schedule_id)
@@ -700,18 +763,20 @@ class Daemon:
                                      "still in progress; this run was not started")
             return
         try:
-            record = self._run_with_retries(schedule, planned, request_id)
+            record = self._run_with_retries(schedule, planned, request_id, retry)
         finally:
             lock.release()
         if record is not None:
             self._notify(schedule, record)
 
     def _run_with_retries(
-        self, schedule: Schedule, planned: datetime | None, request_id: int | None
+        self, schedule: Schedule, planned: datetime | None, request_id: int | None,
+        retry: tuple[str, int] | None = None,
     ) -> RunRecord | None:
-        attempt = 0
+        retry_of, attempt = retry or (None, 0)
         while True:
-            record = self._run_once(schedule, planned, request_id if attempt == 0 else None)
+            record = self._run_once(schedule, planned, request_id if attempt == 0 else None,
+                                    (retry_of, attempt) if retry_of else None)
             if (record is None or record.status not in RETRY_STATUSES or attempt >= schedule.retries
                     or self._stop_event.is_set()):
                 return record
@@ -721,27 +786,46 @@ class Daemon:
                            record.status, attempt, schedule.retries, format_duration(delay))
             if self._stop_event.wait(delay):
                 return record
-            planned = None
+            planned, retry_of = None, record.run_id
 
     def _run_once(
-        self, schedule: Schedule, planned: datetime | None, request_id: int | None
+        self, schedule: Schedule, planned: datetime | None, request_id: int | None,
+        retry: tuple[str, int] | None = None,
     ) -> RunRecord | None:
         run_id = new_run_id()
+        if planned is not None:
+            self._record_scheduled(schedule, run_id, planned)
+        if retry is not None:
+            record_action(self.store, "schedule.retry", schedule.id,
+                          {"run_id": run_id, "retry_of": retry[0], "attempt": retry[1]})
         child = self._spawn(schedule, run_id)
         late = (datetime.now(UTC) - planned).total_seconds() * 1000 if planned else 0.0
         logger.info("schedule {}: run {} started, pid {}, planned {}, late by {:.1f} ms", schedule.id,
-                    run_id, child.pid, planned.isoformat() if planned else "now (request)", late)
+                    run_id, child.pid, planned.isoformat() if planned else "now (request or retry)", late)
         if request_id is not None:
             record_action(self.store, "schedule.trigger.started", schedule.id,
                           {"request_id": request_id, "run_id": run_id})
         try:
             self._supervise(child)
-            return self._closed_record(child)
+            record = self._closed_record(child)
+            _log_end(schedule, record)
+            return record
         finally:
             with self._children_lock:
                 self.children.pop(run_id, None)
             if child.stderr is not None:
                 child.stderr.close()
+
+    def _record_scheduled(self, schedule: Schedule, run_id: str, planned: datetime) -> None:
+        """``run.scheduled`` in the audit trail: the planned time, and why it moved if it did."""
+        shift = schedule.shift_of(planned)
+        _append_audit(self.settings, "run.scheduled", run_id=run_id, robot=schedule.robot,
+                      actor=f"schedule:{schedule.id}",
+                      data={"schedule": schedule.id, "planned": planned.astimezone(UTC).isoformat(),
+                            "planned_local": planned.astimezone(schedule.tz).isoformat(), "shifted": shift})
+        if shift:
+            logger.warning("schedule {}: run {}: {}", schedule.id, run_id, shift)
+            record_action(self.store, "schedule.shifted", schedule.id, {"run_id": run_id, "reason": shift})
 
     def _spawn(self, schedule: Schedule, run_id: str) -> ChildRun:
         stderr = tempfile.TemporaryFile()
@@ -846,6 +930,18 @@ def run_daemon(settings: Settings, options: DaemonOptions, store: Store | None =
         raise ConfigError(f"no schedule folder {settings.schedules_dir} (KANSLI_SCHEDULES_DIR)")
     daemon = Daemon(settings, store or Store(settings.effective_database_url), options)
     return daemon.run()
+
+
+def _log_end(schedule: Schedule, record: RunRecord) -> None:
+    """The daemon's log line of a finished run: robot, run id, status, duration."""
+    took = "-"
+    if record.finished_at:
+        seconds = (datetime.fromisoformat(record.finished_at)
+                   - datetime.fromisoformat(record.started_at)).total_seconds()
+        took = format_duration(max(seconds, 0.0))
+    level = "INFO" if record.status == "succeeded" else "WARNING"
+    logger.log(level, "schedule {}: run {} of {} ended {} after {}", schedule.id, record.run_id,
+               record.robot, record.status, took)
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.1) -> bool:

@@ -18,6 +18,12 @@ A file holds ``[[schedule]]`` tables::
 
 Every problem is one line naming the file, the schedule id and the field:
 ``schedules/a.toml: schedule 'x': field 'cron': ...``.
+
+Daylight saving is read the way cron reads it (:class:`WallClockCronTrigger`, :func:`resolve_wall_time`):
+a wall-clock time in the repeated hour fires once, at its first occurrence; a time that does not exist
+fires once, at the first valid instant after it (the end of the gap), and :meth:`Schedule.shift_of`
+says so. A cron whose minute or hour field starts with ``*`` runs in real time instead (every
+occurrence, nothing made up for the gap), as cron's "wildcard" jobs do; ``every`` is always real time.
 """
 
 from __future__ import annotations
@@ -26,9 +32,10 @@ import hashlib
 import json
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
+from itertools import islice
 from pathlib import Path
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -75,6 +82,167 @@ def format_duration(seconds: float) -> str:
 Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
 
 
+# -- daylight saving: wall-clock times read the way cron reads them ---------------------------------
+
+_SECOND = timedelta(seconds=1)
+_MICROSECOND = timedelta(microseconds=1)
+_WEEK = timedelta(days=7)
+_LOOKBACK = timedelta(hours=3)  # longer than any daylight-saving gap
+_MATCH_LIMIT = 100_000
+
+
+@dataclass(frozen=True)
+class WallTime:
+    """A local wall-clock time placed on the real time line.
+
+    ``kind``: ``None`` (it exists once), ``"repeated"`` (clocks went back: ``instant`` is its first
+    occurrence) or ``"skipped"`` (clocks went forward over it: ``instant`` is the first valid instant
+    after it, ``nominal`` where it would have been with the offset before the change).
+    """
+
+    wall: datetime
+    instant: datetime
+    kind: str | None = None
+    nominal: datetime | None = None
+
+
+def _offset(instant: datetime, zone: tzinfo) -> timedelta:
+    return instant.astimezone(zone).utcoffset() or timedelta(0)
+
+
+def _wall_of(instant: datetime, zone: tzinfo) -> datetime:
+    return instant.astimezone(zone).replace(tzinfo=None, fold=0)
+
+
+def _bisect_change(low: datetime, high: datetime, zone: tzinfo) -> datetime:
+    """The first whole second in ``(low, high]`` whose offset differs from ``low``'s (one is there)."""
+    before = _offset(low, zone)
+    while high - low > _SECOND:
+        middle = low + (high - low) / 2
+        if _offset(middle, zone) == before:
+            low = middle
+        else:
+            high = middle
+    candidate = low.replace(microsecond=0) + _SECOND
+    return candidate if candidate <= high and _offset(candidate, zone) != before else high
+
+
+def _first_change(low: datetime, high: datetime, zone: tzinfo) -> datetime | None:
+    """The first offset change of ``zone`` in ``(low, high]``, probed a week at a time."""
+    before = _offset(low, zone)
+    step_start = low
+    while step_start < high:
+        step_end = min(step_start + _WEEK, high)
+        if _offset(step_end, zone) != before:
+            return _bisect_change(step_start, step_end, zone)
+        step_start = step_end
+    return None
+
+
+def resolve_wall_time(wall: datetime, zone: tzinfo) -> WallTime:
+    """Place the naive local time ``wall`` of ``zone`` on the time line, as cron would run it."""
+    wall = wall.replace(tzinfo=None, fold=0)
+    first, second = (wall.replace(tzinfo=zone, fold=fold).astimezone(UTC) for fold in (0, 1))
+    exists = [moment for moment in (first, second) if _wall_of(moment, zone) == wall]
+    if len(set(exists)) == 2:
+        return WallTime(wall, min(exists), "repeated")
+    if exists:
+        return WallTime(wall, exists[0])
+    low, high = sorted((first, second))
+    return WallTime(wall, _bisect_change(low, high, zone), "skipped", high)
+
+
+class WallClockCronTrigger(BaseTrigger):
+    """A crontab in a time zone, across daylight-saving changes as cron runs it.
+
+    A fixed-time crontab (minute and hour fields not starting with ``*``) fires at wall-clock times:
+    a time in the repeated hour once (its first occurrence); a time that does not exist once, at the
+    first valid instant after it. A daemon (or a new or changed schedule) that starts after that
+    instant but before the time would have come without the change still gets that run: the first
+    fire is then the shifted instant, in the past, and the misfire grace decides (run late or
+    ``missed``). A crontab whose minute or hour starts with ``*`` fires in real time: at every instant
+    whose local time matches, so twice in the repeated hour and not at all in the gap.
+
+    APScheduler's loop asks :meth:`get_next_fire_time` with ``previous_fire_time=None`` when a job is
+    added, rescheduled or resumed, and with the last run time after each fire.
+    """
+
+    def __init__(self, expression: str, timezone: tzinfo) -> None:
+        self.expression = expression
+        self.timezone = timezone
+        self.wall = CronTrigger.from_crontab(expression, timezone=UTC)  # local time as if it never changed
+        minute, hour = expression.split()[:2]
+        self.real_time = minute.startswith("*") or hour.startswith("*")
+
+    def _matches(self, start: datetime) -> Iterator[datetime]:
+        """The naive wall-clock times the crontab names, from ``start`` on (to the second)."""
+        moment = start.replace(tzinfo=UTC)
+        while True:
+            found = self.wall.get_next_fire_time(None, moment)
+            if found is None:
+                return
+            yield found.replace(tzinfo=None)
+            moment = found + _MICROSECOND
+
+    def get_next_fire_time(self, previous_fire_time: datetime | None, now: datetime) -> datetime | None:
+        if self.real_time:
+            return self._next_real_time(previous_fire_time + _MICROSECOND if previous_fire_time else now)
+        if previous_fire_time is not None:
+            return self._next_after(previous_fire_time)
+        return self._first_from(now)
+
+    def _next_after(self, previous: datetime) -> datetime | None:
+        start = _wall_of(previous, self.timezone) + _MICROSECOND
+        for match in islice(self._matches(start), _MATCH_LIMIT):
+            instant = resolve_wall_time(match, self.timezone).instant
+            if instant > previous:
+                return instant
+        return None
+
+    def _first_from(self, now: datetime) -> datetime | None:
+        start = _wall_of(now, self.timezone) - _LOOKBACK
+        for match in islice(self._matches(start), _MATCH_LIMIT):
+            placed = resolve_wall_time(match, self.timezone)
+            if placed.instant >= now:
+                return placed.instant
+            if placed.nominal is not None and now < placed.nominal:
+                return placed.instant  # shifted out of the gap, and its day's run has not had its time
+        return None
+
+    def _next_real_time(self, start: datetime) -> datetime | None:
+        moment = start.astimezone(UTC)
+        for _ in range(1000):
+            offset = _offset(moment, self.timezone)
+            match = next(self._matches((moment + offset).replace(tzinfo=None)), None)
+            if match is None:
+                return None
+            candidate = (match - offset).replace(tzinfo=UTC)
+            change = _first_change(moment, candidate, self.timezone)
+            if change is None:
+                return candidate
+            moment = change  # the offset changes before the match: go on from the change
+        return None
+
+    def shifted_from(self, instant: datetime) -> datetime | None:
+        """The wall-clock time (naive) that does not exist and fires at ``instant`` instead, if any."""
+        if self.real_time:
+            return None
+        end = _wall_of(instant, self.timezone)
+        for match in islice(self._matches(end - _LOOKBACK), _MATCH_LIMIT):
+            if match > end:
+                return None
+            placed = resolve_wall_time(match, self.timezone)
+            if placed.kind == "skipped" and placed.instant == instant:
+                return match
+        return None
+
+    def __str__(self) -> str:
+        return f"cron[{self.expression}, {self.timezone}]"
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} ({self.expression!r}, timezone={str(self.timezone)!r})>"
+
+
 class Schedule(BaseModel):
     """One ``[[schedule]]`` table of a schedule file."""
 
@@ -114,20 +282,38 @@ class Schedule(BaseModel):
     def trigger(self) -> BaseTrigger:
         """The APScheduler trigger of this schedule."""
         if self.cron is not None:
-            return CronTrigger.from_crontab(self.cron, timezone=self.tz)
+            return WallClockCronTrigger(self.cron, self.tz)
         if self.every is not None:
             return IntervalTrigger(seconds=self.every, start_date=self._local(self.start),
                                    timezone=self.tz)
         return DateTrigger(run_date=self.run_date(), timezone=self.tz)
 
     def run_date(self) -> datetime | None:
-        """The ``at`` time, in the schedule's time zone."""
+        """The ``at`` time on the time line (a local time that does not exist: the first valid after it)."""
         return self._local(self.at)
 
     def _local(self, moment: datetime | None) -> datetime | None:
         if moment is None:
             return None
-        return moment.replace(tzinfo=self.tz) if moment.tzinfo is None else moment
+        if moment.tzinfo is not None:
+            return moment
+        return resolve_wall_time(moment, self.tz).instant.astimezone(self.tz)
+
+    def shift_of(self, planned: datetime) -> str | None:
+        """Why a fire planned for ``planned`` is not at the schedule's own wall-clock time, if it is not."""
+        wall: datetime | None = None
+        if self.cron is not None:
+            trigger = self.trigger()
+            assert isinstance(trigger, WallClockCronTrigger)
+            wall = trigger.shifted_from(planned)
+        elif self.at is not None and self.at.tzinfo is None:
+            placed = resolve_wall_time(self.at, self.tz)
+            wall = self.at if placed.kind == "skipped" and placed.instant == planned else None
+        if wall is None:
+            return None
+        actual = planned.astimezone(self.tz)
+        return (f"{wall:%Y-%m-%d %H:%M} does not exist in {self.timezone} (the clocks were put forward); "
+                f"run at the first valid time after it, {actual:%Y-%m-%d %H:%M} {actual.tzname()}")
 
     def is_past(self, now: datetime | None = None) -> bool:
         """True for an ``at`` schedule whose time has passed."""
