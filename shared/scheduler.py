@@ -56,6 +56,7 @@ from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.triggers.interval import IntervalTrigger
 from loguru import logger
 
 from shared.errors import AlreadyRunningError, ConfigError, KansliError
@@ -669,9 +670,9 @@ class Daemon:
         """
         unchanged = fingerprint == schedule.fingerprint()
         if job is not None and unchanged:
-            if type(job.trigger) is not type(trigger := schedule.trigger()):
-                # a job stored by an older Kansli (APScheduler's own CronTrigger): new trigger, same
-                # next run time, so fires missed while the daemon was down are still seen
+            if _stale_trigger(job.trigger, trigger := schedule.trigger()):
+                # a job stored by an older Kansli (wall-clock intervals, APScheduler's CronTrigger):
+                # new trigger, same next run time, so fires missed while the daemon was down still count
                 return self.scheduler.modify_job(schedule.id, "default", trigger=trigger)
             return job
         if job is None and unchanged and schedule.is_past():
@@ -930,6 +931,13 @@ def run_daemon(settings: Settings, options: DaemonOptions, store: Store | None =
         raise ConfigError(f"no schedule folder {settings.schedules_dir} (KANSLI_SCHEDULES_DIR)")
     daemon = Daemon(settings, store or Store(settings.effective_database_url), options)
     return daemon.run()
+
+
+def _stale_trigger(stored: Any, wanted: Any) -> bool:
+    """True when a stored job's trigger predates the daylight-saving-safe ones of this version."""
+    if type(stored) is not type(wanted):
+        return True
+    return isinstance(stored, IntervalTrigger) and stored.timezone != UTC
 
 
 def _log_end(schedule: Schedule, record: RunRecord) -> None:

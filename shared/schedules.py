@@ -284,8 +284,11 @@ class Schedule(BaseModel):
         if self.cron is not None:
             return WallClockCronTrigger(self.cron, self.tz)
         if self.every is not None:
-            return IntervalTrigger(seconds=self.every, start_date=self._local(self.start),
-                                   timezone=self.tz)
+            # in UTC: APScheduler adds the interval to the local wall-clock time, so over a
+            # daylight-saving change a 15m interval would last 75m (spring) or 0m (autumn)
+            start = self._local(self.start)
+            return IntervalTrigger(seconds=self.every, start_date=start.astimezone(UTC) if start else None,
+                                   timezone=UTC)
         return DateTrigger(run_date=self.run_date(), timezone=self.tz)
 
     def run_date(self) -> datetime | None:

@@ -6,9 +6,10 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psutil
@@ -51,6 +52,18 @@ def gone(pid: int) -> bool:
         return True
 
 
+#: ``kansli`` with the clock of its process moved (time, datetime and so APScheduler): the real
+#: daemon on a day of our choosing. Its runs are child processes on the real clock.
+TRAVELLING_DAEMON = """
+import sys
+from datetime import datetime
+import time_machine
+time_machine.travel(datetime.fromisoformat(sys.argv.pop(1)), tick=True).start()
+from shared.cli import main
+main()
+"""
+
+
 class Daemons:
     """Starts ``kansli scheduler`` processes for one test and cleans up after it."""
 
@@ -69,9 +82,11 @@ class Daemons:
     def write(self, text: str, name: str = "test.toml") -> None:
         (self.folder / name).write_text(text, encoding="utf-8")
 
-    def start(self, *args: str, wait: bool = True) -> subprocess.Popen[str]:
+    def start(self, *args: str, wait: bool = True, clock: datetime | None = None) -> subprocess.Popen[str]:
+        """A daemon; ``clock``: its clock starts there (time-machine) and runs on in real time."""
         log = self.work / f"daemon-{len(self.logs)}.log"
-        process = subprocess.Popen([*KANSLI, "scheduler", "--stop-grace", "2", *args], env=self.env,
+        command = [*KANSLI] if clock is None else [sys.executable, "-c", TRAVELLING_DAEMON, clock.isoformat()]
+        process = subprocess.Popen([*command, "scheduler", "--stop-grace", "2", *args], env=self.env,
                                    cwd=self.work, stdout=subprocess.DEVNULL,
                                    stderr=log.open("w"), text=True)
         self.processes.append(process)
@@ -329,3 +344,67 @@ def test_a_failed_run_sends_a_mail_without_secrets(
     assert CANARY_PASSWORD.encode() not in raw and b"19121212-1212" not in raw
     assert b"1212-1212" not in raw
     assert daemons.stop(daemon) == 0
+
+
+# -- daylight saving, through the daemon's start, sync and loop on a travelled clock ----------------
+
+
+def scheduled_events(schedule_id: str) -> list[dict[str, object]]:
+    trail = AuditLog.from_settings(load_settings())
+    return [e for e in trail.search(event="run.scheduled") if e["data"]["schedule"] == schedule_id]
+
+
+def heartbeat_after(daemons: Daemons, moment: datetime) -> bool:
+    """The daemon's own (travelled) clock has passed ``moment``: its loop has looked at that time."""
+    status = daemon_status(daemons.store)
+    return status is not None and datetime.fromisoformat(status.heartbeat_at) > moment
+
+
+def test_a_daemon_started_in_the_spring_forward_window_still_runs_the_days_run(daemons: Daemons) -> None:
+    """2027-03-28 03:10 CEST: 02:30 did not exist; its run belongs at 03:00 and has not happened."""
+    daemons.write('[[schedule]]\nid = "daily"\nrobot = "ticker"\ncron = "30 2 * * *"\n\n'
+                  '[[schedule]]\nid = "once"\nrobot = "ticker"\nat = "2027-03-28T02:30"\n\n'
+                  '[[schedule]]\nid = "strict"\nrobot = "ticker"\ncron = "30 2 * * *"\n'
+                  'misfire_grace = "5m"\n')
+    daemon = daemons.start(clock=datetime(2027, 3, 28, 1, 10, tzinfo=UTC))
+    wait_until(lambda: all(daemons.runs(name) and daemons.runs(name)[0].status != "running"
+                           for name in ("daily", "once", "strict")), what="the day's runs")
+    for name in ("daily", "once"):
+        [record] = daemons.runs(name)
+        assert record.status == "succeeded"
+        [event] = scheduled_events(name)
+        assert event["run_id"] == record.run_id
+        assert event["data"]["planned"] == "2027-03-28T01:00:00+00:00"  # 03:00 CEST, the end of the gap
+        assert "2027-03-28 02:30 does not exist in Europe/Stockholm" in str(event["data"]["shifted"])
+        [action] = [a for a in list_operator_actions(daemons.store, name) if a.action == "schedule.shifted"]
+        assert action.details["run_id"] == record.run_id
+    [missed] = daemons.runs("strict")  # late by 10 minutes, more than its grace: recorded, not skipped
+    assert missed.status == "missed" and "02:30 does not exist" in (missed.error or "")
+    assert next_run_times(daemons.store)["daily"] == datetime(2027, 3, 29, 0, 30, tzinfo=UTC)
+    assert "once" not in next_run_times(daemons.store)
+    ended = f"schedule daily: run {daemons.runs('daily')[0].run_id} of ticker ended succeeded after"
+    wait_until(lambda: ended in daemons.log(), what="the daemon's log line of the run's end")
+    history = kansli("schedules", "history", "daily", env=daemons.env, cwd=daemons.work)
+    assert "schedule.shifted" in history.stdout and "does not exist" in history.stdout
+    assert daemons.stop(daemon) == 0
+
+
+def test_the_repeated_hour_fires_once_even_across_a_restart_inside_it(daemons: Daemons) -> None:
+    """2027-10-31: 02:30 CEST fires; a daemon restarted at 02:29:58 CET does not fire it again."""
+    daemons.write('[[schedule]]\nid = "daily"\nrobot = "ticker"\ncron = "30 2 * * *"\n\n'
+                  '[[schedule]]\nid = "once"\nrobot = "ticker"\nat = "2027-10-31T02:30"\n')
+    first = daemons.start(clock=datetime(2027, 10, 31, 0, 29, 57, tzinfo=UTC))  # 02:29:57 CEST
+    wait_until(lambda: all(daemons.runs(name) and daemons.runs(name)[0].status == "succeeded"
+                           for name in ("daily", "once")), what="the first 02:30")
+    for name in ("daily", "once"):
+        [event] = scheduled_events(name)
+        assert event["data"]["planned"] == "2027-10-31T00:30:00+00:00" and event["data"]["shifted"] is None
+    tomorrow = datetime(2027, 11, 1, 1, 30, tzinfo=UTC)  # 02:30 CET on 11-01
+    assert next_run_times(daemons.store)["daily"] == tomorrow
+    assert daemons.stop(first) == 0
+    second = daemons.start(clock=datetime(2027, 10, 31, 1, 29, 58, tzinfo=UTC))  # 02:29:58 CET
+    wait_until(lambda: heartbeat_after(daemons, datetime(2027, 10, 31, 1, 30, 2, tzinfo=UTC)),
+               what="the daemon's clock to pass 02:30 CET")
+    assert next_run_times(daemons.store)["daily"] == tomorrow
+    assert len(daemons.runs("daily")) == 1 and len(daemons.runs("once")) == 1
+    assert daemons.stop(second) == 0

@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
+from apscheduler.job import Job
+from apscheduler.schedulers.blocking import BlockingScheduler
+from hypothesis import given
+from hypothesis import strategies as st
 
 from shared.errors import ConfigError
 from shared.registry import discover
-from shared.schedules import format_duration, load_schedules, parse_duration, require_valid
+from shared.schedules import (
+    Schedule,
+    WallTime,
+    format_duration,
+    load_schedules,
+    parse_duration,
+    require_valid,
+    resolve_wall_time,
+)
 from tests.conftest import REPO, kansli
 
 ROBOTS = discover("tests.sample_robots")
@@ -166,3 +181,130 @@ def test_validate_cli_reports_lines_and_exits_4(tmp_path: Path) -> None:
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1
     assert "a.toml: schedule 'count-morning': field 'cron': invalid cron expression 'bad'" in lines[0]
+
+
+# -- daylight saving (Europe/Stockholm, 2027: forward 03-28 02:00 -> 03:00, back 10-31 03:00 -> 02:00) --
+
+STOCKHOLM = ZoneInfo("Europe/Stockholm")
+
+
+def utc(*parts: int) -> datetime:
+    return datetime(*parts, tzinfo=UTC)
+
+
+def schedule_of(**fields: object) -> Schedule:
+    return Schedule.model_validate({"id": "s", "robot": "ticker", **fields})
+
+
+def fires(schedule: Schedule, start: datetime, end: datetime, late: timedelta = timedelta(0)) -> list[str]:
+    """The fires of ``schedule`` from ``start`` to ``end``, asked the way APScheduler 3.11's loop asks.
+
+    A real :class:`Job`: its first run time from ``get_next_fire_time(None, now)`` (as ``add_job``
+    does), then ``Job._get_run_times(now)`` and ``get_next_fire_time(last, now)`` after every wake-up
+    (as ``BaseScheduler._process_jobs`` does), waking ``late`` after each planned time.
+    """
+    trigger = schedule.trigger()
+    job = Job(BlockingScheduler(timezone=UTC), id="s", func=print, args=(), kwargs={}, trigger=trigger,
+              executor="default", name="s", misfire_grace_time=3600, coalesce=True, max_instances=1,
+              next_run_time=trigger.get_next_fire_time(None, start))
+    found: list[str] = []
+    while job.next_run_time is not None and job.next_run_time <= end:
+        now = job.next_run_time + late
+        run_times = job._get_run_times(now)
+        found.append(run_times[-1].astimezone(STOCKHOLM).strftime("%m-%d %H:%M %Z"))
+        job._modify(next_run_time=job.trigger.get_next_fire_time(run_times[-1], now))
+    return found
+
+
+def test_a_fixed_cron_fires_once_a_day_over_both_2027_transitions() -> None:
+    daily = schedule_of(cron="30 2 * * *")
+    assert fires(daily, utc(2027, 3, 26), utc(2027, 3, 30)) == [
+        "03-26 02:30 CET", "03-27 02:30 CET", "03-28 03:00 CEST", "03-29 02:30 CEST"]
+    assert fires(daily, utc(2027, 10, 29), utc(2027, 11, 2)) == [
+        "10-29 02:30 CEST", "10-30 02:30 CEST", "10-31 02:30 CEST", "11-01 02:30 CET"]
+    # woken late, the loop still asks from the planned time: nothing is added or lost
+    assert fires(daily, utc(2027, 10, 30), utc(2027, 11, 1), late=timedelta(minutes=50)) == [
+        "10-30 02:30 CEST", "10-31 02:30 CEST"]
+    assert fires(schedule_of(cron="0,30 2 * * *"), utc(2027, 3, 27, 12), utc(2027, 3, 29, 12)) == [
+        "03-28 03:00 CEST", "03-29 02:00 CEST", "03-29 02:30 CEST"]  # two skipped times, one run
+    assert fires(schedule_of(cron="30 2,3 * * *"), utc(2027, 3, 27, 12), utc(2027, 3, 28, 12)) == [
+        "03-28 03:00 CEST", "03-28 03:30 CEST"]
+
+
+def test_a_wildcard_cron_and_an_interval_run_in_real_time() -> None:
+    assert fires(schedule_of(cron="0 * * * *"), utc(2027, 10, 30, 22, 30), utc(2027, 10, 31, 3)) == [
+        "10-31 01:00 CEST", "10-31 02:00 CEST", "10-31 02:00 CET", "10-31 03:00 CET", "10-31 04:00 CET"]
+    assert fires(schedule_of(cron="*/30 * * * *"), utc(2027, 3, 28, 0), utc(2027, 3, 28, 1, 30)) == [
+        "03-28 01:00 CET", "03-28 01:30 CET", "03-28 03:00 CEST", "03-28 03:30 CEST"]
+    for start in (utc(2027, 3, 27, 22), utc(2027, 10, 30, 22)):
+        every = schedule_of(every="15m", start="2027-01-01T00:00")
+        trigger = every.trigger()
+        moments = [trigger.get_next_fire_time(None, start)]
+        for _ in range(24):
+            moments.append(trigger.get_next_fire_time(moments[-1], moments[-1]))
+        assert {later - earlier for earlier, later in pairwise(moments)} == {timedelta(minutes=15)}
+
+
+@pytest.mark.parametrize(("started", "first"), [
+    (utc(2027, 3, 28, 0, 59, 59), "03-28 03:00 CEST"),  # just before the gap
+    (utc(2027, 3, 28, 1, 0), "03-28 03:00 CEST"),  # at its end
+    (utc(2027, 3, 28, 1, 10), "03-28 03:00 CEST"),  # 03:10 CEST: the day's 02:30 has not had its time
+    (utc(2027, 3, 28, 1, 29, 59), "03-28 03:00 CEST"),
+    (utc(2027, 3, 28, 1, 30), "03-29 02:30 CEST"),  # 03:30 CEST: as late as 02:30 CET would be
+    (utc(2027, 10, 31, 0, 20), "10-31 02:30 CEST"),  # in the repeated hour, first time round
+    (utc(2027, 10, 31, 1, 10), "11-01 02:30 CET"),  # second time round: 02:30 has fired already
+])
+def test_the_first_fire_of_a_new_or_changed_cron_schedule(started: datetime, first: str) -> None:
+    trigger = schedule_of(cron="30 2 * * *").trigger()
+    assert trigger.get_next_fire_time(None, started).astimezone(STOCKHOLM).strftime("%m-%d %H:%M %Z") == first
+
+
+def test_a_shifted_fire_says_why_and_a_repeated_one_is_not_shifted() -> None:
+    daily = schedule_of(cron="30 2 * * *")
+    assert daily.shift_of(utc(2027, 3, 28, 1)) == (
+        "2027-03-28 02:30 does not exist in Europe/Stockholm (the clocks were put forward); run at the "
+        "first valid time after it, 2027-03-28 03:00 CEST")
+    assert daily.shift_of(utc(2027, 3, 29, 0, 30)) is None
+    assert daily.shift_of(utc(2027, 10, 31, 0, 30)) is None
+    assert schedule_of(cron="0 * * * *").shift_of(utc(2027, 3, 28, 1)) is None
+
+
+def test_one_off_schedules_over_both_transitions() -> None:
+    skipped = schedule_of(at="2027-03-28T02:30")
+    assert skipped.run_date() == utc(2027, 3, 28, 1)
+    assert fires(skipped, utc(2027, 3, 27), utc(2027, 3, 29)) == ["03-28 03:00 CEST"]
+    assert skipped.shift_of(utc(2027, 3, 28, 1)) is not None
+    assert "02:30 does not exist" in (skipped.shift_of(utc(2027, 3, 28, 1)) or "")
+    repeated = schedule_of(at="2027-10-31T02:30")
+    assert fires(repeated, utc(2027, 10, 30), utc(2027, 11, 1)) == ["10-31 02:30 CEST"]
+    assert repeated.shift_of(utc(2027, 10, 31, 0, 30)) is None
+    explicit = schedule_of(at="2027-10-31T02:30+01:00")  # an offset given: that instant, as written
+    assert explicit.run_date() == utc(2027, 10, 31, 1, 30)
+
+
+def test_resolve_wall_time() -> None:
+    assert resolve_wall_time(datetime(2027, 3, 28, 2, 30), STOCKHOLM) == WallTime(
+        datetime(2027, 3, 28, 2, 30), utc(2027, 3, 28, 1), "skipped", utc(2027, 3, 28, 1, 30))
+    assert resolve_wall_time(datetime(2027, 10, 31, 2, 30), STOCKHOLM) == WallTime(
+        datetime(2027, 10, 31, 2, 30), utc(2027, 10, 31, 0, 30), "repeated")
+    assert resolve_wall_time(datetime(2027, 6, 1, 12), STOCKHOLM).instant == utc(2027, 6, 1, 10)
+
+
+@given(moment=st.datetimes(min_value=datetime(2026, 1, 1), max_value=datetime(2029, 1, 1)),
+       zone_name=st.sampled_from(["Europe/Stockholm", "America/New_York", "Australia/Lord_Howe", "UTC"]))
+def test_a_fixed_cron_fires_each_wall_clock_time_once(moment: datetime, zone_name: str) -> None:
+    """Over any two days: one fire per day, increasing, each at 02:30 local or at the end of a gap."""
+    schedule = schedule_of(cron="30 2 * * *", timezone=zone_name)
+    trigger, zone = schedule.trigger(), ZoneInfo(zone_name)
+    start = moment.replace(tzinfo=UTC)
+    first = trigger.get_next_fire_time(None, start)
+    assert first is not None
+    moments = [first]
+    for _ in range(2):
+        moments.append(trigger.get_next_fire_time(moments[-1], moments[-1]))
+    assert all(earlier < later for earlier, later in pairwise(moments))
+    days = [m.astimezone(zone).date() for m in moments]
+    assert len(set(days)) == 3
+    for fired in moments:
+        local = fired.astimezone(zone)
+        assert (local.hour, local.minute) == (2, 30) or schedule.shift_of(fired) is not None
