@@ -13,12 +13,15 @@ from shared.runner import Run
 
 
 @robot()
-def ticker(run: Run, marker: Path | None = None, pause: float = 0.0) -> None:
-    """Append the run id and the time to ``marker``, then sleep ``pause`` seconds."""
+def ticker(run: Run, marker: Path | None = None, pause: float = 0.0, release: Path | None = None) -> None:
+    """Append the run id and the time to ``marker``, then sleep ``pause`` seconds (ended early once
+    the file ``release`` exists, so a test decides when the run ends)."""
     if marker is not None:
         with marker.open("a", encoding="utf-8") as out:
             out.write(f"{run.run_id} {datetime.now(UTC).isoformat()} {os.getpid()}\n")
-    time.sleep(pause)
+    deadline = time.monotonic() + pause
+    while time.monotonic() < deadline and not (release is not None and release.exists()):
+        time.sleep(min(0.05, max(deadline - time.monotonic(), 0.0)))
 
 
 @robot()
