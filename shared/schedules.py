@@ -170,7 +170,11 @@ class WallClockCronTrigger(BaseTrigger):
     def __init__(self, expression: str, timezone: tzinfo) -> None:
         self.expression = expression
         self.timezone = timezone
-        self.wall = CronTrigger.from_crontab(expression, timezone=UTC)  # local time as if it never changed
+        values = expression.split()
+        if len(values) == 5:
+            values[4] = crontab_weekdays(values[4])
+        # local time as if it never changed
+        self.wall = CronTrigger.from_crontab(" ".join(values), timezone=UTC)
         minute, hour = expression.split()[:2]
         self.real_time = minute.startswith("*") or hour.startswith("*")
 
@@ -348,15 +352,91 @@ class Schedule(BaseModel):
 
 @dataclass(frozen=True)
 class ScheduleProblem:
-    """One thing wrong in a schedule file."""
+    """One thing wrong in a schedule file (``line``, ``column``: for a file that is not valid TOML)."""
 
     file: str
     schedule_id: str
     field: str
     message: str
+    line: int | None = None
+    column: int | None = None
 
     def __str__(self) -> str:
+        if self.schedule_id == "-" and self.field == "-":  # the file itself
+            where = self.file if self.line is None else f"{self.file}, line {self.line}, column {self.column}"
+            return f"{where}: {self.message}"
         return f"{self.file}: schedule '{self.schedule_id}': field '{self.field}': {self.message}"
+
+
+_TOML_PLACE = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
+_CRON_FIELDS = ("minute", "hour", "day", "month", "day_of_week")
+_CRON_FIELD_NAMES = {"minute": "minute", "hour": "hour", "day": "day of month", "month": "month",
+                     "day_of_week": "day of week"}
+
+
+def _toml_problem(path: Path, error: tomllib.TOMLDecodeError) -> ScheduleProblem:
+    """A TOML syntax error naming the file, line and column."""
+    text = str(error)
+    place = _TOML_PLACE.search(text)
+    if place is None:
+        return ScheduleProblem(str(path), "-", "-", f"not valid TOML: {text}")
+    message = _TOML_PLACE.sub("", text)
+    return ScheduleProblem(str(path), "-", "-", f"not valid TOML: {message}", line=int(place.group(1)),
+                           column=int(place.group(2)))
+
+
+_WEEKDAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")  # cron's numbers: 0 (and 7) = sunday
+_WEEKDAY_TOKEN = re.compile(r"^(\*|\w+)(?:-(\w+))?(?:/(\d+))?$")
+
+
+def _weekday_number(text: str) -> int | None:
+    if text.isdigit() and int(text) <= 7:
+        return int(text) % 7
+    return _WEEKDAY_NAMES.index(text.lower()) if text.lower() in _WEEKDAY_NAMES else None
+
+
+def crontab_weekdays(value: str) -> str:
+    """A crontab day-of-week field in APScheduler's terms, which number the days from monday (0).
+
+    ``1-5`` in a crontab is monday to friday; to APScheduler's ``from_crontab`` it is tuesday to
+    saturday. Every token is spelled out as day names (``sun``, ``mon``, ...); a token that is not
+    a day, a range or a step is left as it is, for APScheduler to reject.
+    """
+    if value in ("*", "?"):
+        return value
+    names = []
+    for token in value.split(","):
+        match = _WEEKDAY_TOKEN.match(token)
+        first = match and (0 if match.group(1) == "*" else _weekday_number(match.group(1)))
+        last = match and (6 if match.group(1) == "*" else _weekday_number(match.group(2) or match.group(1)))
+        if match is None or first is None or last is None or (match.group(1) == "*" and match.group(2)):
+            names.append(token)
+            continue
+        if match.group(2) and match.group(2) in ("7",):
+            last = 7
+        step = int(match.group(3) or 1)
+        if last < first or step == 0:
+            names.append(token)  # APScheduler names the problem
+            continue
+        names.extend(_WEEKDAY_NAMES[day % 7] for day in range(first, last + 1, step))
+    return ",".join(dict.fromkeys(names))
+
+
+def cron_problems(expression: str) -> list[str]:
+    """Every problem of a crontab, each naming its field and quoting the whole bad token."""
+    values = expression.split()
+    if len(values) != len(_CRON_FIELDS):
+        return [f"expected 5 fields (minute hour day-of-month month day-of-week), got {len(values)}"]
+    found = []
+    for name, value in zip(_CRON_FIELDS, values, strict=True):
+        for token in value.split(","):
+            try:
+                CronTrigger(**{name: crontab_weekdays(token) if name == "day_of_week" else token},
+                            timezone=UTC)
+            except ValueError as error:
+                detail = re.sub(r"^Error validating expression '[^']*': ", "", str(error))
+                found.append(f"{_CRON_FIELD_NAMES[name]} {token!r}: {detail[:1].lower()}{detail[1:]}")
+    return found
 
 
 @dataclass
@@ -402,7 +482,10 @@ def _load_file(
 ) -> list[Schedule]:
     try:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+    except tomllib.TOMLDecodeError as error:
+        problems.append(_toml_problem(path, error))
+        return []
+    except (OSError, UnicodeDecodeError) as error:
         problems.append(ScheduleProblem(str(path), "-", "-", f"cannot read the file: {error}"))
         return []
     for key in document:
@@ -453,11 +536,15 @@ def _check_timing(path: Path, schedule: Schedule, problems: list[ScheduleProblem
                                         f"unknown time zone {schedule.timezone!r}"))
         return
     if schedule.cron is not None:
-        try:
-            schedule.trigger()
-        except ValueError as error:
+        found = cron_problems(schedule.cron)
+        if not found:
+            try:
+                schedule.trigger()
+            except ValueError as error:
+                found = [str(error)]
+        for problem in found:
             problems.append(ScheduleProblem(str(path), schedule.id, "cron",
-                                            f"invalid cron expression {schedule.cron!r}: {error}"))
+                                            f"invalid cron expression {schedule.cron!r}: {problem}"))
 
 
 def _check_robot(

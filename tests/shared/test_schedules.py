@@ -145,12 +145,49 @@ def test_duplicate_ids_across_files(tmp_path: Path) -> None:
                         f"{tmp_path / 'a.toml'})"]
 
 
-def test_unreadable_toml_and_unknown_top_level_keys(tmp_path: Path) -> None:
-    broken = write(tmp_path, "broken.toml", "[[schedule]\nid = 1")
+def test_a_toml_syntax_error_names_the_file_and_line_and_unknown_top_level_keys(tmp_path: Path) -> None:
+    broken = write(tmp_path, "broken.toml", '[[schedule]]\nid = "a"\nrobot = "ticker"\nevery = 15m\n')
     stray = write(tmp_path, "stray.toml", 'title = "x"\n')
     problems = problems_of(tmp_path)
-    assert any(p.startswith(f"{broken}: schedule '-': field '-': cannot read the file") for p in problems)
+    assert problems[0] == (f"{broken}, line 4, column 11: not valid TOML: Expected newline or end of "
+                           "document after a statement")
     assert f"{stray}: schedule '-': field 'title': unknown key (expected [[schedule]])" in problems
+    write(tmp_path, "broken.toml", "[[schedule]\nid = 1")
+    assert problems_of(tmp_path)[0].startswith(f"{broken}, line 1, column ")
+    (tmp_path / "broken.toml").write_bytes(b'id = "\xff"')
+    assert problems_of(tmp_path)[0].startswith(f"{broken}: cannot read the file: ")
+
+
+def test_a_cron_error_names_every_problem_with_its_whole_token(tmp_path: Path) -> None:
+    path = write(tmp_path, "a.toml",
+                 '[[schedule]]\nid = "x"\nrobot = "ticker"\ncron = "61 25 * 13 mon-fry"\n')
+    prefix = f"{path}: schedule 'x': field 'cron': invalid cron expression '61 25 * 13 mon-fry': "
+    assert problems_of(tmp_path) == [
+        prefix + "minute '61': the last value (61) is higher than the maximum value (59)",
+        prefix + "hour '25': the last value (25) is higher than the maximum value (23)",
+        prefix + "month '13': the last value (13) is higher than the maximum value (12)",
+        prefix + "day of week 'mon-fry': invalid weekday name \"fry\""]
+    write(tmp_path, "a.toml", '[[schedule]]\nid = "x"\nrobot = "ticker"\ncron = "0 7 * *"\n')
+    assert problems_of(tmp_path) == [f"{path}: schedule 'x': field 'cron': invalid cron expression "
+                                     "'0 7 * *': expected 5 fields (minute hour day-of-month month "
+                                     "day-of-week), got 4"]
+
+
+@pytest.mark.parametrize(("weekdays", "days"), [
+    ("1-5", {"Monday", "Tuesday", "Wednesday", "Thursday", "Friday"}), ("0", {"Sunday"}),
+    ("7", {"Sunday"}), ("mon-fri", {"Monday", "Tuesday", "Wednesday", "Thursday", "Friday"}),
+    ("5-7", {"Friday", "Saturday", "Sunday"}),
+    ("*/2", {"Sunday", "Tuesday", "Thursday", "Saturday"}), ("1,sat", {"Monday", "Saturday"}),
+])
+def test_cron_weekday_numbers_are_crons_not_apschedulers(weekdays: str, days: set[str]) -> None:
+    """APScheduler's from_crontab reads 1 as tuesday; a crontab means monday."""
+    trigger = schedule_of(cron=f"0 7 * * {weekdays}").trigger()
+    moment, seen = trigger.get_next_fire_time(None, utc(2026, 12, 1)), set()
+    for _ in range(14):
+        assert moment is not None
+        seen.add(moment.astimezone(STOCKHOLM).strftime("%A"))
+        moment = trigger.get_next_fire_time(moment, moment)
+    assert seen == days
 
 
 def test_require_valid_lists_every_problem(tmp_path: Path) -> None:
@@ -180,7 +217,8 @@ def test_validate_cli_reports_lines_and_exits_4(tmp_path: Path) -> None:
     assert result.returncode == 4
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1
-    assert "a.toml: schedule 'count-morning': field 'cron': invalid cron expression 'bad'" in lines[0]
+    assert ("a.toml: schedule 'count-morning': field 'cron': invalid cron expression 'bad': "
+            "expected 5 fields") in lines[0]
 
 
 # -- daylight saving (Europe/Stockholm, 2027: forward 03-28 02:00 -> 03:00, back 10-31 03:00 -> 02:00) --
