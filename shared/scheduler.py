@@ -163,9 +163,12 @@ class DaemonStatus:
     heartbeat_at: str
     alive: bool
 
-    def describe(self) -> str:
+    def describe(self, utc: bool = False) -> str:
+        from shared.clock import local_time
+
         state = "running" if self.alive else "not running (stale heartbeat)"
-        return f"{state}: pid {self.pid} on {self.host}, started {self.started_at[:19]}, " \
+        return f"{state}: pid {self.pid} on {self.host}, started " \
+               f"{local_time(self.started_at, seconds=True, utc=utc)}, " \
                f"heartbeat {_age(self.heartbeat_at):.0f}s ago"
 
 

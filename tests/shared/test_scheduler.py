@@ -407,8 +407,14 @@ def test_a_daemon_started_in_the_spring_forward_window_still_runs_the_days_run(d
     assert "once" not in next_run_times(daemons.store)
     ended = f"schedule daily: run {daemons.runs('daily')[0].run_id} of ticker ended succeeded after"
     wait_until(lambda: ended in daemons.log(), what="the daemon's log line of the run's end")
-    history = kansli("schedules", "history", "daily", env=daemons.env, cwd=daemons.work)
+    history = kansli("schedules", "history", "daily", env={**daemons.env, "COLUMNS": "200"},
+                     cwd=daemons.work)
     assert "schedule.shifted" in history.stdout and "does not exist" in history.stdout
+    listed = kansli("schedules", env={**daemons.env, "COLUMNS": "200"}, cwd=daemons.work).stdout
+    [daily] = [line for line in listed.splitlines() if "│ daily " in line]
+    assert "2027-03-29 02:30:00 CEST" in daily  # the next run, in local time with its zone
+    in_utc = kansli("schedules", "--utc", env={**daemons.env, "COLUMNS": "200"}, cwd=daemons.work).stdout
+    assert "2027-03-29 00:30:00 UTC" in in_utc
     assert daemons.stop(daemon) == 0
 
 
