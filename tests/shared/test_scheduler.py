@@ -137,6 +137,11 @@ def test_a_schedule_fires_records_runs_and_a_second_daemon_is_refused(daemons: D
     first = daemons.start()
     wait_until(lambda: len([r for r in daemons.runs("tick") if r.status == "succeeded"]) >= 2,
                what="two scheduled runs")
+    assert f"schedule files in {daemons.folder}: {daemons.folder / 'test.toml'} (1 schedule(s))" \
+        in daemons.log()
+    done = [r for r in daemons.runs("tick") if r.status == "succeeded"][-1]
+    ended = f"schedule tick: run {done.run_id} of ticker ended succeeded after"
+    wait_until(lambda: ended in daemons.log(), what="the log line of a finished run")
     second = daemons.start(wait=False)
     assert second.wait(timeout=30) == 5
     assert "already runs on this database" in daemons.log()

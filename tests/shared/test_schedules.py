@@ -203,10 +203,14 @@ def test_a_missing_folder_has_no_schedules(tmp_path: Path) -> None:
     assert loaded.schedules == [] and loaded.problems == []
 
 
-def test_the_demo_schedules_validate_from_the_repo_root() -> None:
-    result = kansli("schedules", "validate", cwd=REPO)
-    assert result.returncode == 0, result.stderr
-    assert "ok: " in result.stdout
+def test_the_demo_schedules_validate_and_the_live_folder_ships_empty() -> None:
+    demo = kansli("schedules", "validate", cwd=REPO, env={"KANSLI_SCHEDULES_DIR": "demo/schedules"})
+    assert demo.returncode == 0, demo.stderr
+    assert demo.stdout.startswith("ok: 3 schedule(s) in 1 file(s) in demo/schedules")
+    live = kansli("schedules", "validate", cwd=REPO)
+    assert live.returncode == 0, live.stderr
+    assert live.stdout.startswith("ok: 0 schedule(s) in 0 file(s) in schedules")
+    assert (REPO / "schedules" / "README.md").is_file()
 
 
 def test_validate_cli_reports_lines_and_exits_4(tmp_path: Path) -> None:
