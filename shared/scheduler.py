@@ -59,6 +59,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from loguru import logger
 
+from shared.clock import local_time
 from shared.errors import AlreadyRunningError, ConfigError, KansliError
 from shared.notify import notify_run
 from shared.redaction import redact, redact_value
@@ -602,7 +603,7 @@ class Daemon:
             return
         planned = event.scheduled_run_time.astimezone(UTC)
         late = (datetime.now(UTC) - planned).total_seconds()
-        reason = (f"planned for {planned.isoformat(timespec='seconds')}, missed by "
+        reason = (f"planned for {local_time(planned, seconds=True)}, missed by "
                   f"{format_duration(late)} (more than the misfire grace "
                   f"{format_duration(schedule.misfire_grace)}); not started")
         shift = schedule.shift_of(planned)
@@ -683,14 +684,43 @@ class Daemon:
         grace = int(max(1, schedule.misfire_grace))
         if job is None:
             changes.added.append(schedule.id)
-            return self.scheduler.add_job(
+            job = self.scheduler.add_job(
                 fire_schedule, schedule.trigger(), args=[schedule.id], id=schedule.id,
                 name=schedule.id, jobstore="default", executor="default",
                 misfire_grace_time=grace, replace_existing=True,
             )
-        changes.changed.append(schedule.id)
-        self.scheduler.modify_job(schedule.id, "default", misfire_grace_time=grace)
-        return self.scheduler.reschedule_job(schedule.id, "default", trigger=schedule.trigger())
+        else:
+            changes.changed.append(schedule.id)
+            self.scheduler.modify_job(schedule.id, "default", misfire_grace_time=grace)
+            job = self.scheduler.reschedule_job(schedule.id, "default", trigger=schedule.trigger())
+        return self._not_twice(schedule, job) if schedule.cron is not None else job
+
+    def _not_twice(self, schedule: Schedule, job: Job) -> Job:
+        """A first fire in the past (a day's run shifted out of a daylight-saving gap) that this
+        schedule already had, before it was changed or the daemon restarted: go on to the next."""
+        planned = job.next_run_time
+        now = datetime.now(UTC)
+        if planned is None or planned >= now or not self._fired_at(schedule.id, planned):
+            return job
+        following = job.trigger.get_next_fire_time(planned, now)
+        logger.info("schedule {}: its run planned for {} has run already; next {}", schedule.id,
+                    planned.isoformat(), following.isoformat() if following else "none")
+        if following is None:
+            self.scheduler.remove_job(job.id, "default")
+            return job
+        return self.scheduler.modify_job(job.id, "default", next_run_time=following)
+
+    def _fired_at(self, schedule_id: str, planned: datetime) -> bool:
+        """Whether the audit trail has a ``run.scheduled`` of ``schedule_id`` planned at ``planned``."""
+        from shared.audit import AuditLog
+
+        try:
+            events = AuditLog.from_settings(self.settings).search(
+                since=(planned - timedelta(days=1)).date(), event="run.scheduled")
+            return any(event["data"].get("schedule") == schedule_id
+                       and datetime.fromisoformat(event["data"]["planned"]) == planned for event in events)
+        except (KansliError, KeyError, ValueError, TypeError):
+            return False
 
     def _apply_pause(self, job: Job, paused: bool, changes: SyncChanges) -> None:
         if paused and job.next_run_time is not None:
@@ -698,10 +728,23 @@ class Daemon:
             changes.paused.append(job.id)
         elif not paused and job.next_run_time is None:
             try:
-                self.scheduler.resume_job(job.id, "default")
+                resumed = self.scheduler.resume_job(job.id, "default")
             except JobLookupError:
-                pass  # a one-off (at) schedule whose time has passed ends on resume
+                resumed = None  # a one-off (at) schedule whose time has passed ends on resume
+            if resumed is not None and resumed.next_run_time is not None:
+                self._not_made_up(resumed)
             changes.resumed.append(job.id)
+
+    def _not_made_up(self, job: Job) -> None:
+        """A resumed job's first fire in the past (a shifted fire, a one-off): not made up."""
+        now = datetime.now(UTC)
+        if job.next_run_time >= now:
+            return
+        following = job.trigger.get_next_fire_time(job.next_run_time, now)
+        if following is None:
+            self.scheduler.remove_job(job.id, "default")
+        else:
+            self.scheduler.modify_job(job.id, "default", next_run_time=following)
 
     # -- control loop -------------------------------------------------------------------------------
 
@@ -757,6 +800,7 @@ class Daemon:
         run: ``retry`` = (its run id, attempt)), with its retries."""
         scheduled = request_id is None and retry is None
         planned = self.executor.planned.pop(schedule_id, None) if scheduled else None
+        self.executor.planned.pop(f"request-{request_id}" if retry is None else f"retry-{retry[0]}", None)
         schedule = self.schedules.get(schedule_id)
         if schedule is None or self._stop_event.is_set():
             logger.warning("schedule {}: not started (removed, or the daemon is stopping)", schedule_id)

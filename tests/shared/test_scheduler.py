@@ -481,3 +481,21 @@ def test_a_run_interrupted_by_a_daemon_crash_is_retried_by_its_schedule(daemons:
     wait_until(lambda: "no retry left (1 of 1 used)" in daemons.log(), what="the retries to run out")
     assert [r.status for r in daemons.runs("long")] == ["interrupted", "interrupted"]
     assert daemons.stop(third) == 0
+
+
+def test_a_schedule_changed_after_its_shifted_run_does_not_run_it_again(daemons: Daemons) -> None:
+    """03:00 CEST on 2027-03-28 the shifted 02:30 runs; changed at 03:00:0x, it must not run twice."""
+    daily = '[[schedule]]\nid = "daily"\nrobot = "ticker"\ncron = "30 2 * * *"\nmisfire_grace = "{}"\n'
+    daemons.write(daily.format("1h"))
+    daemon = daemons.start(clock=datetime(2027, 3, 28, 0, 59, 58, tzinfo=UTC))  # 02:59:58 CET
+    wait_until(lambda: daemons.runs("daily") and daemons.runs("daily")[0].status == "succeeded",
+               what="the shifted run")
+    daemons.write(daily.format("2h"))  # a change of timing: the job is rescheduled from now
+    daemon.send_signal(signal.SIGHUP)
+    wait_until(lambda: any(a.action == "daemon.sync" and a.details.get("changed") == ["daily"]
+                           for a in list_operator_actions(daemons.store)), what="the SIGHUP sync")
+    tomorrow = datetime(2027, 3, 29, 0, 30, tzinfo=UTC)
+    assert next_run_times(daemons.store)["daily"] == tomorrow
+    assert "its run planned for 2027-03-28T01:00:00+00:00 has run already" in daemons.log()
+    assert len(daemons.runs("daily")) == 1 and len(scheduled_events("daily")) == 1
+    assert daemons.stop(daemon) == 0
