@@ -53,14 +53,15 @@ def gone(pid: int) -> bool:
 
 
 #: ``kansli`` with the clock of its process moved (time, datetime and so APScheduler): the real
-#: daemon on a day of our choosing. Its runs are child processes on the real clock.
+#: daemon on a day of our choosing. Its runs are child processes on the real clock. The heavy
+#: imports come first, so the travelled clock starts close to the daemon's own start.
 TRAVELLING_DAEMON = """
 import sys
 from datetime import datetime
 import time_machine
+import shared.cli, shared.scheduler, shared.audit, shared.store  # noqa
 time_machine.travel(datetime.fromisoformat(sys.argv.pop(1)), tick=True).start()
-from shared.cli import main
-main()
+shared.cli.main()
 """
 
 
@@ -391,7 +392,8 @@ def heartbeat_after(daemons: Daemons, moment: datetime) -> bool:
 def test_a_daemon_started_in_the_spring_forward_window_still_runs_the_days_run(daemons: Daemons) -> None:
     """2027-03-28 03:10 CEST: 02:30 did not exist; its run belongs at 03:00 and has not happened."""
     daemons.write('[[schedule]]\nid = "daily"\nrobot = "ticker"\ncron = "30 2 * * *"\n\n'
-                  '[[schedule]]\nid = "once"\nrobot = "ticker"\nat = "2027-03-28T02:30"\n\n'
+                  '[[schedule]]\nid = "once"\nrobot = "counting"\nat = "2027-03-28T02:30"\n'
+                  'params = { count = 1 }\n\n'
                   '[[schedule]]\nid = "strict"\nrobot = "ticker"\ncron = "30 2 * * *"\n'
                   'misfire_grace = "5m"\n')
     daemon = daemons.start(clock=datetime(2027, 3, 28, 1, 10, tzinfo=UTC))
@@ -424,12 +426,16 @@ def test_a_daemon_started_in_the_spring_forward_window_still_runs_the_days_run(d
 
 
 def test_the_repeated_hour_fires_once_even_across_a_restart_inside_it(daemons: Daemons) -> None:
-    """2027-10-31: 02:30 CEST fires; a daemon restarted at 02:29:58 CET does not fire it again."""
+    """2027-10-31: 02:30 CEST fires; a daemon restarted at 02:29:58 CET does not fire it again.
+
+    The first daemon starts 10 s before 02:30 CEST (on its clock): it must have added the job by then.
+    """
     daemons.write('[[schedule]]\nid = "daily"\nrobot = "ticker"\ncron = "30 2 * * *"\n\n'
-                  '[[schedule]]\nid = "once"\nrobot = "ticker"\nat = "2027-10-31T02:30"\n')
-    first = daemons.start(clock=datetime(2027, 10, 31, 0, 29, 57, tzinfo=UTC))  # 02:29:57 CEST
+                  '[[schedule]]\nid = "once"\nrobot = "counting"\nat = "2027-10-31T02:30"\n'
+                  'params = { count = 1 }\n')
+    first = daemons.start(clock=datetime(2027, 10, 31, 0, 29, 50, tzinfo=UTC))  # 02:29:50 CEST
     wait_until(lambda: all(daemons.runs(name) and daemons.runs(name)[0].status == "succeeded"
-                           for name in ("daily", "once")), what="the first 02:30")
+                           for name in ("daily", "once")), timeout=40, what="the first 02:30")
     for name in ("daily", "once"):
         [event] = scheduled_events(name)
         assert event["data"]["planned"] == "2027-10-31T00:30:00+00:00" and event["data"]["shifted"] is None
