@@ -324,6 +324,7 @@ def test_pause_and_resume_survive_a_restart(daemons: Daemons) -> None:
     assert paused.returncode == 0 and "paused" in paused.stdout
     wait_until(lambda: not pending_schedule_requests(daemons.store), what="the daemon to pause it")
     wait_until(lambda: next_run_times(daemons.store)["tick"] is None, what="the job to be paused")
+    wait_for_heartbeats(daemons, 2)  # a fire handed to a worker just before the pause has started by now
     wait_until(lambda: not psutil.Process(first.pid).children()
                and all(r.status != "running" for r in daemons.runs("tick")), what="the last run to end")
     count = len(daemons.runs("tick"))
