@@ -404,22 +404,23 @@ def crontab_weekdays(value: str) -> str:
     """
     if value in ("*", "?"):
         return value
-    names = []
-    for token in value.split(","):
-        match = _WEEKDAY_TOKEN.match(token)
-        first = match and (0 if match.group(1) == "*" else _weekday_number(match.group(1)))
-        last = match and (6 if match.group(1) == "*" else _weekday_number(match.group(2) or match.group(1)))
-        if match is None or first is None or last is None or (match.group(1) == "*" and match.group(2)):
-            names.append(token)
-            continue
-        if match.group(2) and match.group(2) in ("7",):
-            last = 7
-        step = int(match.group(3) or 1)
-        if last < first or step == 0:
-            names.append(token)  # APScheduler names the problem
-            continue
-        names.extend(_WEEKDAY_NAMES[day % 7] for day in range(first, last + 1, step))
-    return ",".join(dict.fromkeys(names))
+    return ",".join(dict.fromkeys(name for token in value.split(",") for name in _weekday_names(token)))
+
+
+def _weekday_names(token: str) -> list[str]:
+    """One token of a crontab day-of-week field as day names (the token itself if it is not one)."""
+    match = _WEEKDAY_TOKEN.match(token)
+    if match is None:
+        return [token]
+    start, end, step = match.group(1), match.group(2), int(match.group(3) or 1)
+    if start == "*":
+        first, last = (0, 6) if end is None else (None, None)
+    else:
+        first = _weekday_number(start)
+        last = 7 if end == "7" else _weekday_number(end) if end else (6 if match.group(3) else first)
+    if first is None or last is None or last < first or step == 0:
+        return [token]  # APScheduler names the problem
+    return [_WEEKDAY_NAMES[day % 7] for day in range(first, last + 1, step)]
 
 
 def cron_problems(expression: str) -> list[str]:

@@ -176,7 +176,7 @@ def test_a_cron_error_names_every_problem_with_its_whole_token(tmp_path: Path) -
 @pytest.mark.parametrize(("weekdays", "days"), [
     ("1-5", {"Monday", "Tuesday", "Wednesday", "Thursday", "Friday"}), ("0", {"Sunday"}),
     ("7", {"Sunday"}), ("mon-fri", {"Monday", "Tuesday", "Wednesday", "Thursday", "Friday"}),
-    ("5-7", {"Friday", "Saturday", "Sunday"}),
+    ("5-7", {"Friday", "Saturday", "Sunday"}), ("fri-sun", {"Friday", "Saturday", "Sunday"}),
     ("*/2", {"Sunday", "Tuesday", "Thursday", "Saturday"}), ("1,sat", {"Monday", "Saturday"}),
 ])
 def test_cron_weekday_numbers_are_crons_not_apschedulers(weekdays: str, days: set[str]) -> None:
