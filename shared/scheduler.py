@@ -611,7 +611,6 @@ class Daemon:
             reason += f" (planned there because {shift})"
         record = self._record_without_run(schedule, "missed", reason,
                                           planned.isoformat(timespec="microseconds"))
-        logger.warning("schedule {}: {}", schedule.id, reason)
         self._notify(schedule, record)
 
     def _on_max_instances(self, event: JobSubmissionEvent) -> None:
@@ -625,15 +624,19 @@ class Daemon:
         logger.error("job {} failed in the daemon: {}", event.job_id, redact(str(event.exception)))
 
     def _record_without_run(
-        self, schedule: Schedule, status: str, reason: str, started_at: str | None = None
+        self, schedule: Schedule, status: str, reason: str, started_at: str | None = None, log: bool = True,
+        run_id: str | None = None,
     ) -> RunRecord:
         now = utcnow()
         record = RunRecord(
-            run_id=new_run_id(), robot=schedule.robot, params=redact_value(schedule.params),
+            run_id=run_id or new_run_id(), robot=schedule.robot, params=redact_value(schedule.params),
             trigger=f"schedule:{schedule.id}", actor=current_actor(), status=status,
             started_at=started_at or now, finished_at=now, error=reason,
         )
         self.store.create_run(record)
+        if log:
+            logger.warning("schedule {}: run {} of {} ended {}, not started: {}", schedule.id,
+                           record.run_id, record.robot, status, reason)
         event = {"skipped": "run.skipped", "missed": "run.missed"}.get(status, "run.finished")
         _audit_run_without_process(self.settings, event, record, reason if event != "run.finished" else None)
         return record
@@ -906,7 +909,8 @@ class Daemon:
                        child.run_id, reason, count)
         record = self.store.get_run(child.run_id)
         if record is None:
-            self._record_without_run(child.schedule, status, reason)
+            # killed before its process opened a record: the record under the run's own id
+            self._record_without_run(child.schedule, status, reason, log=False, run_id=child.run_id)
             return
         if record.status not in ("running", "cancelled"):
             return  # it ended on its own just before the kill ("cancelled": by our SIGTERM)
@@ -922,7 +926,7 @@ class Daemon:
         tail = child.stderr_tail()
         reason = f"the run process ended with exit code {code}" + (f": {tail}" if tail else "")
         if record is None:  # it ended before the runner opened a record (bad parameters, ...)
-            return self._record_without_run(child.schedule, "failed", reason[:2000])
+            return self._record_without_run(child.schedule, "failed", reason[:2000], log=False)
         self.store.mark_interrupted([record.run_id], reason[:2000])
         Runner(self.settings, self.store).close_in_audit(record.run_id, "process_exited")
         return self.store.get_run(record.run_id) or record
