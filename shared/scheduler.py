@@ -65,7 +65,14 @@ from shared.notify import notify_run
 from shared.redaction import redact, redact_value
 from shared.registry import discover
 from shared.runner import Runner, current_actor, new_run_id
-from shared.schedules import LoadedSchedules, Schedule, format_duration, load_schedules, require_valid
+from shared.schedules import (
+    LoadedSchedules,
+    Schedule,
+    WallClockCronTrigger,
+    format_duration,
+    load_schedules,
+    require_valid,
+)
 from shared.settings import Settings
 from shared.store import (
     RunRecord,
@@ -734,14 +741,15 @@ class Daemon:
                 resumed = self.scheduler.resume_job(job.id, "default")
             except JobLookupError:
                 resumed = None  # a one-off (at) schedule whose time has passed ends on resume
-            if resumed is not None and resumed.next_run_time is not None:
+            if resumed is not None and isinstance(resumed.trigger, WallClockCronTrigger):
                 self._not_made_up(resumed)
             changes.resumed.append(job.id)
 
     def _not_made_up(self, job: Job) -> None:
-        """A resumed job's first fire in the past (a shifted fire, a one-off): not made up."""
+        """A resumed cron job's first fire in the past (a day's run shifted out of a daylight-saving
+        gap, planned while it was paused): not made up."""
         now = datetime.now(UTC)
-        if job.next_run_time >= now:
+        if job.next_run_time is None or job.next_run_time >= now:
             return
         following = job.trigger.get_next_fire_time(job.next_run_time, now)
         if following is None:
@@ -926,7 +934,8 @@ class Daemon:
         tail = child.stderr_tail()
         reason = f"the run process ended with exit code {code}" + (f": {tail}" if tail else "")
         if record is None:  # it ended before the runner opened a record (bad parameters, ...)
-            return self._record_without_run(child.schedule, "failed", reason[:2000], log=False)
+            return self._record_without_run(child.schedule, "failed", reason[:2000], log=False,
+                                            run_id=child.run_id)
         self.store.mark_interrupted([record.run_id], reason[:2000])
         Runner(self.settings, self.store).close_in_audit(record.run_id, "process_exited")
         return self.store.get_run(record.run_id) or record

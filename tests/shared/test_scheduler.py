@@ -506,3 +506,19 @@ def test_a_schedule_changed_after_its_shifted_run_does_not_run_it_again(daemons:
     assert "its run planned for 2027-03-28T01:00:00+00:00 has run already" in daemons.log()
     assert len(daemons.runs("daily")) == 1 and len(scheduled_events("daily")) == 1
     assert daemons.stop(daemon) == 0
+
+
+def test_a_schedule_resumed_in_the_spring_forward_window_does_not_make_up_the_days_run(
+    daemons: Daemons,
+) -> None:
+    daemons.write('[[schedule]]\nid = "daily"\nrobot = "ticker"\ncron = "30 2 * * *"\n')
+    assert kansli("schedules", "pause", "daily", env=daemons.env, cwd=daemons.work).returncode == 0
+    daemon = daemons.start(clock=datetime(2027, 3, 28, 1, 10, tzinfo=UTC))  # 03:10 CEST
+    wait_until(lambda: next_run_times(daemons.store).get("daily", 0) is None, what="the paused job")
+    resumed = kansli("schedules", "resume", "daily", env=daemons.env, cwd=daemons.work)
+    assert resumed.returncode == 0, resumed.stderr
+    wait_until(lambda: next_run_times(daemons.store)["daily"] is not None, what="the resume")
+    assert next_run_times(daemons.store)["daily"] == datetime(2027, 3, 29, 0, 30, tzinfo=UTC)
+    wait_for_heartbeats(daemons, 2)
+    assert scheduled_events("daily") == [] and daemons.runs("daily") == []
+    assert daemons.stop(daemon) == 0
