@@ -550,6 +550,8 @@ class Daemon:
         schedule = self.schedules.get(record.trigger.removeprefix("schedule:"))
         if schedule is None or not record.trigger.startswith("schedule:"):
             return
+        if schedule.retries == 0:
+            return
         attempt = self._attempt_of(schedule.id, record.run_id) + 1
         if attempt > schedule.retries:
             logger.warning("schedule {}: run {} interrupted; no retry left ({} of {} used)", schedule.id,
