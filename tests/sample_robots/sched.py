@@ -28,5 +28,7 @@ def ticker(run: Run, marker: Path | None = None, pause: float = 0.0, release: Pa
 def spawner(run: Run, child_pid_file: Path, seconds: float = 60.0) -> None:
     """Start a ``sleep`` child process, write its pid to ``child_pid_file`` and wait for it."""
     child = subprocess.Popen(["sleep", str(seconds)])
-    child_pid_file.write_text(f"{os.getpid()} {child.pid}")
+    partial = child_pid_file.with_name(child_pid_file.name + ".partial")  # whole, then renamed
+    partial.write_text(f"{os.getpid()} {child.pid}")
+    partial.replace(child_pid_file)
     child.wait()
