@@ -24,6 +24,8 @@ schedules_app = typer.Typer(
 )
 
 TRIGGER_WAIT = 10.0
+ERROR_WIDTH = 160  # history's error column: cut at a word beyond this, the table wraps the rest
+UTC_HELP = "Show times in UTC instead of the local time of the settings' time zone."
 
 
 def _settings() -> Settings:
@@ -66,12 +68,44 @@ def _schedule(loaded: LoadedSchedules, schedule_id: str) -> Schedule:
     return schedule
 
 
-def _when(stamp: str | None) -> str:
-    if not stamp:
-        return "-"
-    from datetime import datetime
+def _when(stamp: str | None, utc: bool = False) -> str:
+    """A stored time as people read it: ``2026-12-02 06:30:00 CET`` (settings' zone) or in UTC."""
+    from shared.clock import local_time
 
-    return datetime.fromisoformat(stamp).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    return local_time(stamp, seconds=True, utc=utc) or "-"
+
+
+def _iso(stamp: str | None) -> str | None:
+    from shared.clock import iso_with_offset
+
+    return iso_with_offset(stamp)
+
+
+def clip_at_word(text: str, width: int) -> str:
+    """``text`` cut at the last word boundary before ``width``, with an ellipsis (whole if it fits)."""
+    text = " ".join(text.split())
+    if len(text) <= width:
+        return text
+    cut = text[:width].rsplit(" ", 1)[0] if " " in text[:width] else text[:width]
+    return cut.rstrip(" ,;:") + " …"
+
+
+def details_text(details: Any) -> str:
+    """An action's details as ``key: value; key: value`` (lists comma-separated, nested as JSON)."""
+    import json
+
+    if not isinstance(details, dict):
+        return str(details)
+    parts = []
+    for key, value in details.items():
+        if isinstance(value, list):
+            shown = ", ".join(str(entry) for entry in value) or "-"
+        elif isinstance(value, dict):
+            shown = json.dumps(value, ensure_ascii=False)
+        else:
+            shown = "-" if value is None else str(value)
+        parts.append(f"{key}: {shown}")
+    return "; ".join(parts)
 
 
 # -- list -----------------------------------------------------------------------------------------
@@ -81,8 +115,9 @@ def _when(stamp: str | None) -> str:
 def list_schedules(
     context: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    utc: Annotated[bool, typer.Option("--utc", help=UTC_HELP)] = False,
 ) -> None:
-    """List the schedules: trigger, next and last run, paused, and whether the daemon runs."""
+    """List the schedules: trigger, next and last run (local time), paused, and whether the daemon runs."""
     if context.invoked_subcommand is not None:
         return
     settings = _settings()
@@ -95,10 +130,11 @@ def list_schedules(
     if as_json:
         from shared.cli import emit_json
 
-        emit_json({"daemon": {**status.__dict__} if status else None,
-                   "schedules": rows, "problems": [str(p) for p in loaded.problems]})
+        daemon = {**status.__dict__, "started_at": _iso(status.started_at),
+                  "heartbeat_at": _iso(status.heartbeat_at)} if status else None
+        emit_json({"daemon": daemon, "schedules": rows, "problems": [str(p) for p in loaded.problems]})
         return
-    _print_rows(rows, status.describe() if status else "not running")
+    _print_rows(rows, status.describe(utc=utc) if status else "not running", utc)
     _print_problems(loaded)
 
 
@@ -122,13 +158,13 @@ def _rows(loaded: LoadedSchedules, store: Store) -> list[dict[str, Any]]:
             "next_run": next_run.isoformat() if next_run else None,
             "last_run": last[0].run_id if last else None,
             "last_status": last[0].status if last else None,
-            "last_started": last[0].started_at if last else None,
+            "last_started": _iso(last[0].started_at) if last else None,
             "source": schedule.source,
         })
     return rows
 
 
-def _print_rows(rows: list[dict[str, Any]], daemon: str) -> None:
+def _print_rows(rows: list[dict[str, Any]], daemon: str, utc: bool) -> None:
     from rich.table import Table
 
     from shared.cli import console, styled
@@ -137,8 +173,8 @@ def _print_rows(rows: list[dict[str, Any]], daemon: str) -> None:
     for column in ("id", "robot", "trigger", "next run", "last run", "status", "paused"):
         table.add_column(column)
     for row in rows:
-        next_run = _next_text(row)
-        last = f"{_when(row['last_started'])}" if row["last_run"] else "-"
+        next_run = _next_text(row, utc)
+        last = _when(row["last_started"], utc) if row["last_run"] else "-"
         status = styled(row["last_status"]) if row["last_status"] else "-"
         paused = f"yes ({row['paused_by']})" if row["paused"] else "no"
         table.add_row(row["id"], row["robot"], row["trigger"], next_run, last, status, paused)
@@ -146,14 +182,14 @@ def _print_rows(rows: list[dict[str, Any]], daemon: str) -> None:
     console().print(f"Daemon: {daemon}", highlight=False)
 
 
-def _next_text(row: dict[str, Any]) -> str:
+def _next_text(row: dict[str, Any], utc: bool) -> str:
     if not row["enabled"]:
         return "disabled"
     if row["paused"]:
         return "paused"
     if not row["synced"]:
         return "not synced (start the daemon)"
-    return _when(row["next_run"]) if row["next_run"] else "-"
+    return _when(row["next_run"], utc) if row["next_run"] else "-"
 
 
 def _print_problems(loaded: LoadedSchedules) -> None:
@@ -266,41 +302,51 @@ def history_command(
     schedule_id: Annotated[str, typer.Argument(help="The schedule id.")],
     limit: Annotated[int, typer.Option(help="At most this many runs and actions.")] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    utc: Annotated[bool, typer.Option("--utc", help=UTC_HELP)] = False,
 ) -> None:
-    """The runs of a schedule (newest first) and the operator actions on it."""
+    """The runs of a schedule (newest first) and the operator actions on it.
+
+    An id that is neither in the schedule files nor in the history is a usage error (exit 2).
+    """
     from shared.store import list_operator_actions
 
     settings = _settings()
     store = _guard(lambda: _store(settings))
     runs = store.list_runs(trigger=f"schedule:{schedule_id}", limit=limit)
     actions = list_operator_actions(store, schedule_id, limit=limit)
+    if not runs and not actions:  # a schedule removed from the files keeps its history
+        _schedule(_load(settings), schedule_id)
     if as_json:
         from shared.cli import emit_json
 
-        emit_json({"runs": [run.as_dict() for run in runs],
-                   "actions": [action.__dict__ for action in actions]})
+        emit_json({"runs": [run.as_dict() | {"started_at": _iso(run.started_at),
+                                             "finished_at": _iso(run.finished_at)} for run in runs],
+                   "actions": [action.__dict__ | {"at": _iso(action.at)} for action in actions]})
         return
-    _print_history(schedule_id, runs, actions)
+    _print_history(schedule_id, runs, actions, utc)
 
 
-def _print_history(schedule_id: str, runs: list[Any], actions: list[Any]) -> None:
+def _print_history(schedule_id: str, runs: list[Any], actions: list[Any], utc: bool) -> None:
     from rich.markup import escape
     from rich.table import Table
 
     from shared.cli import console, styled
 
     table = Table(title=f"Runs of schedule {schedule_id}")
-    for column in ("run id", "robot", "status", "started", "finished", "items", "failed", "error"):
-        table.add_column(column)
+    for column in ("run id", "robot", "status", "started", "finished", "items", "failed"):
+        table.add_column(column, no_wrap=column != "robot")
+    table.add_column("error", ratio=1, min_width=30, overflow="fold")
     for run in runs:
-        table.add_row(run.run_id, run.robot, styled(run.status), _when(run.started_at),
-                      _when(run.finished_at), str(run.items_total), str(run.items_failed),
-                      escape((run.error or "")[:80]))
+        table.add_row(run.run_id, run.robot, styled(run.status), _when(run.started_at, utc),
+                      _when(run.finished_at, utc), str(run.items_total), str(run.items_failed),
+                      escape(clip_at_word(run.error or "", ERROR_WIDTH)))
     console().print(table)
     if actions:
         done = Table(title="Operator actions")
-        for column in ("when", "actor", "action", "details"):
-            done.add_column(column)
+        for column in ("when", "actor", "action"):
+            done.add_column(column, no_wrap=True)
+        done.add_column("details", ratio=1, min_width=30, overflow="fold")
         for action in actions:
-            done.add_row(_when(action.at), action.actor, action.action, escape(str(action.details)))
+            done.add_row(_when(action.at, utc), action.actor, action.action,
+                         escape(details_text(action.details)))
         console().print(done)

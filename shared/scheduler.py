@@ -34,7 +34,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import IO, Any
 
@@ -56,14 +56,23 @@ from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.triggers.interval import IntervalTrigger
 from loguru import logger
 
+from shared.clock import local_time
 from shared.errors import AlreadyRunningError, ConfigError, KansliError
 from shared.notify import notify_run
 from shared.redaction import redact, redact_value
 from shared.registry import discover
 from shared.runner import Runner, current_actor, new_run_id
-from shared.schedules import LoadedSchedules, Schedule, format_duration, load_schedules, require_valid
+from shared.schedules import (
+    LoadedSchedules,
+    Schedule,
+    WallClockCronTrigger,
+    format_duration,
+    load_schedules,
+    require_valid,
+)
 from shared.settings import Settings
 from shared.store import (
     RunRecord,
@@ -72,6 +81,7 @@ from shared.store import (
     claim_meta_lease,
     delete_schedule_states,
     finish_schedule_request,
+    list_operator_actions,
     load_schedule_states,
     pending_schedule_requests,
     release_meta_lease,
@@ -104,7 +114,9 @@ def record_action(
     """Record an operator action or daemon event (who, when, what) in ``kansli_operator_actions``.
 
     Actions: ``schedule.pause``, ``schedule.resume``, ``schedule.trigger``, ``daemon.start``,
-    ``daemon.stop``, ``daemon.sync``. The details are redacted before they are stored.
+    ``daemon.stop``, ``daemon.sync``, ``schedule.shifted`` (a fire moved out of a daylight-saving
+    gap), ``schedule.retry`` (a retry run, with the run it retries and its attempt number). The
+    details are redacted before they are stored.
     """
     who = actor or current_actor()
     safe = redact_value(details or {})
@@ -124,6 +136,7 @@ AUDIT_EVENTS = {
     "schedule.pause": "schedule.paused", "schedule.resume": "schedule.resumed",
     "schedule.trigger": "run.triggered", "daemon.start": "daemon.started",
     "daemon.stop": "daemon.stopped", "daemon.sync": "schedule.synced",
+    "schedule.shifted": "run.shifted", "schedule.retry": "run.retry",
 }
 
 
@@ -158,9 +171,12 @@ class DaemonStatus:
     heartbeat_at: str
     alive: bool
 
-    def describe(self) -> str:
+    def describe(self, utc: bool = False) -> str:
+        from shared.clock import local_time
+
         state = "running" if self.alive else "not running (stale heartbeat)"
-        return f"{state}: pid {self.pid} on {self.host}, started {self.started_at[:19]}, " \
+        return f"{state}: pid {self.pid} on {self.host}, started " \
+               f"{local_time(self.started_at, seconds=True, utc=utc)}, " \
                f"heartbeat {_age(self.heartbeat_at):.0f}s ago"
 
 
@@ -226,6 +242,13 @@ def fire_requested(schedule_id: str, request_id: int) -> None:
     daemon = _active_daemon
     if daemon is not None:
         daemon.fire(schedule_id, request_id=request_id)
+
+
+def fire_retry(schedule_id: str, retry_of: str, attempt: int) -> None:
+    """A retry of a run of ``schedule_id`` that a daemon crash interrupted (found at start)."""
+    daemon = _active_daemon
+    if daemon is not None:
+        daemon.fire(schedule_id, retry=(retry_of, attempt))
 
 
 def control_tick() -> None:
@@ -421,6 +444,11 @@ class Daemon:
     def load(self, *, initial: bool) -> LoadedSchedules | None:
         """Read the schedule files; broken files refuse the start (or a SIGHUP) unless keep-going."""
         loaded = load_schedules(self.settings.schedules_dir, discover(self.settings.robots_package))
+        counts: defaultdict[str, int] = defaultdict(int)
+        for schedule in loaded.schedules:
+            counts[schedule.source] += 1
+        logger.info("schedule files in {}: {}", self.settings.schedules_dir, ", ".join(
+            f"{path} ({counts[str(path)]} schedule(s))" for path in loaded.files) or "none")
         for problem in loaded.problems:
             logger.error("{}", problem)
         if loaded.problems and not self.options.keep_going:
@@ -471,10 +499,16 @@ class Daemon:
         return 0
 
     def _recover(self) -> tuple[int, list[str]]:
-        """Close runs whose process is gone as interrupted; adopt scheduled runs that survived."""
+        """Close runs whose process is gone as interrupted (retrying them by their schedule's
+        ``retries``); adopt scheduled runs that survived."""
+        before = {record.run_id for record in self.store.list_runs(status="running", limit=1000)}
         reaped = Runner(self.settings, self.store).reap_interrupted()
         if reaped:
             logger.warning("closed {} run(s) whose process had ended as interrupted", reaped)
+            for run_id in before:
+                record = self.store.get_run(run_id)
+                if record is not None and record.status == "interrupted":
+                    self._retry_later(record)
         for request in pending_schedule_requests(self.store):
             finish_schedule_request(self.store, request.request_id,
                                     "ignored: queued while no daemon was running")
@@ -505,6 +539,38 @@ class Daemon:
         finally:
             with self._children_lock:
                 self.children.pop(child.run_id, None)
+        record = self.store.get_run(child.run_id)
+        if record is not None:
+            _log_end(child.schedule, record)
+            if record.status == "interrupted" and not self._stop_event.is_set():
+                self._retry_later(record)
+
+    def _retry_later(self, record: RunRecord) -> None:
+        """Plan the retry of a scheduled run that ended interrupted outside a retry loop of this daemon."""
+        schedule = self.schedules.get(record.trigger.removeprefix("schedule:"))
+        if schedule is None or not record.trigger.startswith("schedule:"):
+            return
+        if schedule.retries == 0:
+            return
+        attempt = self._attempt_of(schedule.id, record.run_id) + 1
+        if attempt > schedule.retries:
+            logger.warning("schedule {}: run {} interrupted; no retry left ({} of {} used)", schedule.id,
+                           record.run_id, attempt - 1, schedule.retries)
+            return
+        delay = schedule.retry_backoff * 2 ** (attempt - 1)
+        logger.warning("schedule {}: run {} interrupted; retry {}/{} in {}", schedule.id, record.run_id,
+                       attempt, schedule.retries, format_duration(delay))
+        self.scheduler.add_job(fire_retry, "date", args=[schedule.id, record.run_id, attempt],
+                               run_date=datetime.now(UTC) + timedelta(seconds=delay),
+                               id=f"retry-{record.run_id}", jobstore="control", executor="default",
+                               misfire_grace_time=None, replace_existing=True)
+
+    def _attempt_of(self, schedule_id: str, run_id: str) -> int:
+        """Which retry ``run_id`` was (0: the first run), from the ``schedule.retry`` actions."""
+        for action in list_operator_actions(self.store, schedule_id, limit=500):
+            if action.action == "schedule.retry" and action.details.get("run_id") == run_id:
+                return int(action.details.get("attempt", 0))
+        return 0
 
     def _install_signals(self) -> None:
         signal.signal(signal.SIGTERM, self._on_stop_signal)
@@ -546,12 +612,14 @@ class Daemon:
             return
         planned = event.scheduled_run_time.astimezone(UTC)
         late = (datetime.now(UTC) - planned).total_seconds()
-        reason = (f"planned for {planned.isoformat(timespec='seconds')}, missed by "
+        reason = (f"planned for {local_time(planned, seconds=True)}, missed by "
                   f"{format_duration(late)} (more than the misfire grace "
                   f"{format_duration(schedule.misfire_grace)}); not started")
+        shift = schedule.shift_of(planned)
+        if shift:
+            reason += f" (planned there because {shift})"
         record = self._record_without_run(schedule, "missed", reason,
                                           planned.isoformat(timespec="microseconds"))
-        logger.warning("schedule {}: {}", schedule.id, reason)
         self._notify(schedule, record)
 
     def _on_max_instances(self, event: JobSubmissionEvent) -> None:
@@ -565,15 +633,19 @@ class Daemon:
         logger.error("job {} failed in the daemon: {}", event.job_id, redact(str(event.exception)))
 
     def _record_without_run(
-        self, schedule: Schedule, status: str, reason: str, started_at: str | None = None
+        self, schedule: Schedule, status: str, reason: str, started_at: str | None = None, log: bool = True,
+        run_id: str | None = None,
     ) -> RunRecord:
         now = utcnow()
         record = RunRecord(
-            run_id=new_run_id(), robot=schedule.robot, params=redact_value(schedule.params),
+            run_id=run_id or new_run_id(), robot=schedule.robot, params=redact_value(schedule.params),
             trigger=f"schedule:{schedule.id}", actor=current_actor(), status=status,
             started_at=started_at or now, finished_at=now, error=reason,
         )
         self.store.create_run(record)
+        if log:
+            logger.warning("schedule {}: run {} of {} ended {}, not started: {}", schedule.id,
+                           record.run_id, record.robot, status, reason)
         event = {"skipped": "run.skipped", "missed": "run.missed"}.get(status, "run.finished")
         _audit_run_without_process(self.settings, event, record, reason if event != "run.finished" else None)
         return record
@@ -614,20 +686,53 @@ class Daemon:
         """
         unchanged = fingerprint == schedule.fingerprint()
         if job is not None and unchanged:
+            if _stale_trigger(job.trigger, trigger := schedule.trigger()):
+                # a job stored by an older Kansli (wall-clock intervals, APScheduler's CronTrigger):
+                # new trigger, same next run time, so fires missed while the daemon was down still count
+                return self.scheduler.modify_job(schedule.id, "default", trigger=trigger)
             return job
         if job is None and unchanged and schedule.is_past():
             return None
         grace = int(max(1, schedule.misfire_grace))
         if job is None:
             changes.added.append(schedule.id)
-            return self.scheduler.add_job(
+            job = self.scheduler.add_job(
                 fire_schedule, schedule.trigger(), args=[schedule.id], id=schedule.id,
                 name=schedule.id, jobstore="default", executor="default",
                 misfire_grace_time=grace, replace_existing=True,
             )
-        changes.changed.append(schedule.id)
-        self.scheduler.modify_job(schedule.id, "default", misfire_grace_time=grace)
-        return self.scheduler.reschedule_job(schedule.id, "default", trigger=schedule.trigger())
+        else:
+            changes.changed.append(schedule.id)
+            self.scheduler.modify_job(schedule.id, "default", misfire_grace_time=grace)
+            job = self.scheduler.reschedule_job(schedule.id, "default", trigger=schedule.trigger())
+        return self._not_twice(schedule, job) if schedule.cron is not None else job
+
+    def _not_twice(self, schedule: Schedule, job: Job) -> Job:
+        """A first fire in the past (a day's run shifted out of a daylight-saving gap) that this
+        schedule already had, before it was changed or the daemon restarted: go on to the next."""
+        planned = job.next_run_time
+        now = datetime.now(UTC)
+        if planned is None or planned >= now or not self._fired_at(schedule.id, planned):
+            return job
+        following = job.trigger.get_next_fire_time(planned, now)
+        logger.info("schedule {}: its run planned for {} has run already; next {}", schedule.id,
+                    planned.isoformat(), following.isoformat() if following else "none")
+        if following is None:
+            self.scheduler.remove_job(job.id, "default")
+            return job
+        return self.scheduler.modify_job(job.id, "default", next_run_time=following)
+
+    def _fired_at(self, schedule_id: str, planned: datetime) -> bool:
+        """Whether the audit trail has a ``run.scheduled`` of ``schedule_id`` planned at ``planned``."""
+        from shared.audit import AuditLog
+
+        try:
+            events = AuditLog.from_settings(self.settings).search(
+                since=(planned - timedelta(days=1)).date(), event="run.scheduled")
+            return any(event["data"].get("schedule") == schedule_id
+                       and datetime.fromisoformat(event["data"]["planned"]) == planned for event in events)
+        except (KansliError, KeyError, ValueError, TypeError):
+            return False
 
     def _apply_pause(self, job: Job, paused: bool, changes: SyncChanges) -> None:
         if paused and job.next_run_time is not None:
@@ -635,10 +740,24 @@ class Daemon:
             changes.paused.append(job.id)
         elif not paused and job.next_run_time is None:
             try:
-                self.scheduler.resume_job(job.id, "default")
+                resumed = self.scheduler.resume_job(job.id, "default")
             except JobLookupError:
-                pass  # a one-off (at) schedule whose time has passed ends on resume
+                resumed = None  # a one-off (at) schedule whose time has passed ends on resume
+            if resumed is not None and isinstance(resumed.trigger, WallClockCronTrigger):
+                self._not_made_up(resumed)
             changes.resumed.append(job.id)
+
+    def _not_made_up(self, job: Job) -> None:
+        """A resumed cron job's first fire in the past (a day's run shifted out of a daylight-saving
+        gap, planned while it was paused): not made up."""
+        now = datetime.now(UTC)
+        if job.next_run_time is None or job.next_run_time >= now:
+            return
+        following = job.trigger.get_next_fire_time(job.next_run_time, now)
+        if following is None:
+            self.scheduler.remove_job(job.id, "default")
+        else:
+            self.scheduler.modify_job(job.id, "default", next_run_time=following)
 
     # -- control loop -------------------------------------------------------------------------------
 
@@ -687,9 +806,14 @@ class Daemon:
 
     # -- runs ---------------------------------------------------------------------------------------
 
-    def fire(self, schedule_id: str, request_id: int | None = None) -> None:
-        """Start a run of ``schedule_id`` (a fire or an operator's request), with its retries."""
-        planned = self.executor.planned.pop(schedule_id, None) if request_id is None else None
+    def fire(
+        self, schedule_id: str, request_id: int | None = None, retry: tuple[str, int] | None = None
+    ) -> None:
+        """Start a run of ``schedule_id`` (a fire, an operator's request, or a retry of an interrupted
+        run: ``retry`` = (its run id, attempt)), with its retries."""
+        scheduled = request_id is None and retry is None
+        planned = self.executor.planned.pop(schedule_id, None) if scheduled else None
+        self.executor.planned.pop(f"request-{request_id}" if retry is None else f"retry-{retry[0]}", None)
         schedule = self.schedules.get(schedule_id)
         if schedule is None or self._stop_event.is_set():
             logger.warning("schedule {}: not started (removed, or the daemon is stopping)", schedule_id)
@@ -700,18 +824,20 @@ class Daemon:
                                      "still in progress; this run was not started")
             return
         try:
-            record = self._run_with_retries(schedule, planned, request_id)
+            record = self._run_with_retries(schedule, planned, request_id, retry)
         finally:
             lock.release()
         if record is not None:
             self._notify(schedule, record)
 
     def _run_with_retries(
-        self, schedule: Schedule, planned: datetime | None, request_id: int | None
+        self, schedule: Schedule, planned: datetime | None, request_id: int | None,
+        retry: tuple[str, int] | None = None,
     ) -> RunRecord | None:
-        attempt = 0
+        retry_of, attempt = retry or (None, 0)
         while True:
-            record = self._run_once(schedule, planned, request_id if attempt == 0 else None)
+            record = self._run_once(schedule, planned, request_id if attempt == 0 else None,
+                                    (retry_of, attempt) if retry_of else None)
             if (record is None or record.status not in RETRY_STATUSES or attempt >= schedule.retries
                     or self._stop_event.is_set()):
                 return record
@@ -721,27 +847,46 @@ class Daemon:
                            record.status, attempt, schedule.retries, format_duration(delay))
             if self._stop_event.wait(delay):
                 return record
-            planned = None
+            planned, retry_of = None, record.run_id
 
     def _run_once(
-        self, schedule: Schedule, planned: datetime | None, request_id: int | None
+        self, schedule: Schedule, planned: datetime | None, request_id: int | None,
+        retry: tuple[str, int] | None = None,
     ) -> RunRecord | None:
         run_id = new_run_id()
+        if planned is not None:
+            self._record_scheduled(schedule, run_id, planned)
+        if retry is not None:
+            record_action(self.store, "schedule.retry", schedule.id,
+                          {"run_id": run_id, "retry_of": retry[0], "attempt": retry[1]})
         child = self._spawn(schedule, run_id)
         late = (datetime.now(UTC) - planned).total_seconds() * 1000 if planned else 0.0
         logger.info("schedule {}: run {} started, pid {}, planned {}, late by {:.1f} ms", schedule.id,
-                    run_id, child.pid, planned.isoformat() if planned else "now (request)", late)
+                    run_id, child.pid, planned.isoformat() if planned else "now (request or retry)", late)
         if request_id is not None:
             record_action(self.store, "schedule.trigger.started", schedule.id,
                           {"request_id": request_id, "run_id": run_id})
         try:
             self._supervise(child)
-            return self._closed_record(child)
+            record = self._closed_record(child)
+            _log_end(schedule, record)
+            return record
         finally:
             with self._children_lock:
                 self.children.pop(run_id, None)
             if child.stderr is not None:
                 child.stderr.close()
+
+    def _record_scheduled(self, schedule: Schedule, run_id: str, planned: datetime) -> None:
+        """``run.scheduled`` in the audit trail: the planned time, and why it moved if it did."""
+        shift = schedule.shift_of(planned)
+        _append_audit(self.settings, "run.scheduled", run_id=run_id, robot=schedule.robot,
+                      actor=f"schedule:{schedule.id}",
+                      data={"schedule": schedule.id, "planned": planned.astimezone(UTC).isoformat(),
+                            "planned_local": planned.astimezone(schedule.tz).isoformat(), "shifted": shift})
+        if shift:
+            logger.warning("schedule {}: run {}: {}", schedule.id, run_id, shift)
+            record_action(self.store, "schedule.shifted", schedule.id, {"run_id": run_id, "reason": shift})
 
     def _spawn(self, schedule: Schedule, run_id: str) -> ChildRun:
         stderr = tempfile.TemporaryFile()
@@ -774,7 +919,8 @@ class Daemon:
                        child.run_id, reason, count)
         record = self.store.get_run(child.run_id)
         if record is None:
-            self._record_without_run(child.schedule, status, reason)
+            # killed before its process opened a record: the record under the run's own id
+            self._record_without_run(child.schedule, status, reason, log=False, run_id=child.run_id)
             return
         if record.status not in ("running", "cancelled"):
             return  # it ended on its own just before the kill ("cancelled": by our SIGTERM)
@@ -790,7 +936,8 @@ class Daemon:
         tail = child.stderr_tail()
         reason = f"the run process ended with exit code {code}" + (f": {tail}" if tail else "")
         if record is None:  # it ended before the runner opened a record (bad parameters, ...)
-            return self._record_without_run(child.schedule, "failed", reason[:2000])
+            return self._record_without_run(child.schedule, "failed", reason[:2000], log=False,
+                                            run_id=child.run_id)
         self.store.mark_interrupted([record.run_id], reason[:2000])
         Runner(self.settings, self.store).close_in_audit(record.run_id, "process_exited")
         return self.store.get_run(record.run_id) or record
@@ -846,6 +993,25 @@ def run_daemon(settings: Settings, options: DaemonOptions, store: Store | None =
         raise ConfigError(f"no schedule folder {settings.schedules_dir} (KANSLI_SCHEDULES_DIR)")
     daemon = Daemon(settings, store or Store(settings.effective_database_url), options)
     return daemon.run()
+
+
+def _stale_trigger(stored: Any, wanted: Any) -> bool:
+    """True when a stored job's trigger predates the daylight-saving-safe ones of this version."""
+    if type(stored) is not type(wanted):
+        return True
+    return isinstance(stored, IntervalTrigger) and stored.timezone != UTC
+
+
+def _log_end(schedule: Schedule, record: RunRecord) -> None:
+    """The daemon's log line of a finished run: robot, run id, status, duration."""
+    took = "-"
+    if record.finished_at:
+        seconds = (datetime.fromisoformat(record.finished_at)
+                   - datetime.fromisoformat(record.started_at)).total_seconds()
+        took = format_duration(max(seconds, 0.0))
+    level = "INFO" if record.status == "succeeded" else "WARNING"
+    logger.log(level, "schedule {}: run {} of {} ended {} after {}", schedule.id, record.run_id,
+               record.robot, record.status, took)
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.1) -> bool:

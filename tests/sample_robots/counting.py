@@ -44,12 +44,14 @@ def crashing(run: Run, message: str = "boom") -> None:
 
 
 @robot()
-def sleeper(run: Run, seconds: float = 30.0, ready: Path | None = None) -> None:
-    """Sleep, so tests can see a running robot (lock, signals)."""
-    if ready is not None:
-        ready.write_text(str(os.getpid()))
+def sleeper(run: Run, seconds: float = 30.0, ready: Path | None = None, release: Path | None = None) -> None:
+    """Sleep, so tests can see a running robot (lock, signals); ended early once ``release`` exists."""
+    if ready is not None:  # written whole, then renamed: a test that sees the file can read the pid
+        partial = ready.with_name(ready.name + ".partial")
+        partial.write_text(str(os.getpid()))
+        partial.replace(ready)
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not (release is not None and release.exists()):
         time.sleep(0.05)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -179,3 +180,49 @@ def test_every_schedules_subcommand_and_parameter_has_help(kansli_env: Path) -> 
         own = kansli("schedules", name, "--help", cwd=kansli_env)
         assert own.returncode == 0, own.stderr
         assert " ".join(command.help.split()) in " ".join(own.stdout.split())
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_history_of_an_unknown_schedule_is_a_usage_error_but_a_removed_one_keeps_its_history(
+    office: Store, kansli_env: Path, settings: Settings, as_json: bool
+) -> None:
+    flags = ["--json"] if as_json else []
+    result = kansli("schedules", "history", "nosuch", *flags, cwd=kansli_env)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == f"kansli: error: no schedule with id 'nosuch' ({KNOWN})\n"
+    Runner(settings, robots_package="tests.sample_robots").run("ticker", {}, trigger="schedule:gone")
+    kept = kansli("schedules", "history", "gone", *flags, cwd=kansli_env)
+    assert kept.returncode == 0, kept.stderr
+    assert "ticker" in kept.stdout
+
+
+def test_history_shows_local_times_whole_words_and_readable_details(
+    office: Store, kansli_env: Path, settings: Settings
+) -> None:
+    from shared.scheduler import record_action
+    from shared.store import RunRecord
+
+    error = ("the run process ended with exit code 1: Traceback (most recent call last): "
+             + " ".join(f"frame{number} in shared/module{number}.py" for number in range(40)))
+    office.create_run(RunRecord(run_id="20261201-060000-000-abcd", robot="ticker", params={},
+                                trigger="schedule:tick", actor="kansli@host", status="failed",
+                                started_at="2026-12-01T05:00:00.000000+00:00",
+                                finished_at="2026-12-01T05:00:07.000000+00:00", error=error))
+    record_action(office, "daemon.sync", "tick", {"added": ["tick", "year-end"], "run_id": "r1"})
+    table = kansli("schedules", "history", "tick", cwd=kansli_env, env={"COLUMNS": "150"})
+    assert table.returncode == 0, table.stderr
+    text = table.stdout
+    assert "2026-12-01 06:00:00 CET" in text and "2026-12-01 06:00:07 CET" in text
+    assert "added: tick, year-end; run_id: r1" in text and "{'added'" not in text
+    shown = " ".join(line.split("│")[-2].strip() for line in text.splitlines() if line.count("│") == 9)
+    words = shown.split()
+    assert words[:3] == ["the", "run", "process"] and words[-1] == "…"
+    assert all(word in error.split() for word in words[:-1]), "a word of the error was cut"
+    in_utc = kansli("schedules", "history", "tick", "--utc", cwd=kansli_env, env={"COLUMNS": "150"})
+    assert "2026-12-01 05:00:00 UTC" in in_utc.stdout
+    data = json.loads(kansli("schedules", "history", "tick", "--json", cwd=kansli_env).stdout)
+    [run] = data["runs"]
+    assert run["error"] == error and run["started_at"] == "2026-12-01T05:00:00+00:00"
+    [action] = data["actions"]
+    assert action["details"] == {"added": ["tick", "year-end"], "run_id": "r1"}
+    assert datetime.fromisoformat(action["at"]).utcoffset() is not None

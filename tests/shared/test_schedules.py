@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
+from apscheduler.job import Job
+from apscheduler.schedulers.blocking import BlockingScheduler
+from hypothesis import given
+from hypothesis import strategies as st
 
 from shared.errors import ConfigError
 from shared.registry import discover
-from shared.schedules import format_duration, load_schedules, parse_duration, require_valid
+from shared.schedules import (
+    Schedule,
+    WallTime,
+    format_duration,
+    load_schedules,
+    parse_duration,
+    require_valid,
+    resolve_wall_time,
+)
 from tests.conftest import REPO, kansli
 
 ROBOTS = discover("tests.sample_robots")
@@ -130,12 +145,49 @@ def test_duplicate_ids_across_files(tmp_path: Path) -> None:
                         f"{tmp_path / 'a.toml'})"]
 
 
-def test_unreadable_toml_and_unknown_top_level_keys(tmp_path: Path) -> None:
-    broken = write(tmp_path, "broken.toml", "[[schedule]\nid = 1")
+def test_a_toml_syntax_error_names_the_file_and_line_and_unknown_top_level_keys(tmp_path: Path) -> None:
+    broken = write(tmp_path, "broken.toml", '[[schedule]]\nid = "a"\nrobot = "ticker"\nevery = 15m\n')
     stray = write(tmp_path, "stray.toml", 'title = "x"\n')
     problems = problems_of(tmp_path)
-    assert any(p.startswith(f"{broken}: schedule '-': field '-': cannot read the file") for p in problems)
+    assert problems[0] == (f"{broken}, line 4, column 11: not valid TOML: Expected newline or end of "
+                           "document after a statement")
     assert f"{stray}: schedule '-': field 'title': unknown key (expected [[schedule]])" in problems
+    write(tmp_path, "broken.toml", "[[schedule]\nid = 1")
+    assert problems_of(tmp_path)[0].startswith(f"{broken}, line 1, column ")
+    (tmp_path / "broken.toml").write_bytes(b'id = "\xff"')
+    assert problems_of(tmp_path)[0].startswith(f"{broken}: cannot read the file: ")
+
+
+def test_a_cron_error_names_every_problem_with_its_whole_token(tmp_path: Path) -> None:
+    path = write(tmp_path, "a.toml",
+                 '[[schedule]]\nid = "x"\nrobot = "ticker"\ncron = "61 25 * 13 mon-fry"\n')
+    prefix = f"{path}: schedule 'x': field 'cron': invalid cron expression '61 25 * 13 mon-fry': "
+    assert problems_of(tmp_path) == [
+        prefix + "minute '61': the last value (61) is higher than the maximum value (59)",
+        prefix + "hour '25': the last value (25) is higher than the maximum value (23)",
+        prefix + "month '13': the last value (13) is higher than the maximum value (12)",
+        prefix + "day of week 'mon-fry': invalid weekday name \"fry\""]
+    write(tmp_path, "a.toml", '[[schedule]]\nid = "x"\nrobot = "ticker"\ncron = "0 7 * *"\n')
+    assert problems_of(tmp_path) == [f"{path}: schedule 'x': field 'cron': invalid cron expression "
+                                     "'0 7 * *': expected 5 fields (minute hour day-of-month month "
+                                     "day-of-week), got 4"]
+
+
+@pytest.mark.parametrize(("weekdays", "days"), [
+    ("1-5", {"Monday", "Tuesday", "Wednesday", "Thursday", "Friday"}), ("0", {"Sunday"}),
+    ("7", {"Sunday"}), ("mon-fri", {"Monday", "Tuesday", "Wednesday", "Thursday", "Friday"}),
+    ("5-7", {"Friday", "Saturday", "Sunday"}), ("fri-sun", {"Friday", "Saturday", "Sunday"}),
+    ("*/2", {"Sunday", "Tuesday", "Thursday", "Saturday"}), ("1,sat", {"Monday", "Saturday"}),
+])
+def test_cron_weekday_numbers_are_crons_not_apschedulers(weekdays: str, days: set[str]) -> None:
+    """APScheduler's from_crontab reads 1 as tuesday; a crontab means monday."""
+    trigger = schedule_of(cron=f"0 7 * * {weekdays}").trigger()
+    moment, seen = trigger.get_next_fire_time(None, utc(2026, 12, 1)), set()
+    for _ in range(14):
+        assert moment is not None
+        seen.add(moment.astimezone(STOCKHOLM).strftime("%A"))
+        moment = trigger.get_next_fire_time(moment, moment)
+    assert seen == days
 
 
 def test_require_valid_lists_every_problem(tmp_path: Path) -> None:
@@ -151,10 +203,14 @@ def test_a_missing_folder_has_no_schedules(tmp_path: Path) -> None:
     assert loaded.schedules == [] and loaded.problems == []
 
 
-def test_the_demo_schedules_validate_from_the_repo_root() -> None:
-    result = kansli("schedules", "validate", cwd=REPO)
-    assert result.returncode == 0, result.stderr
-    assert "ok: " in result.stdout
+def test_the_demo_schedules_validate_and_the_live_folder_ships_empty() -> None:
+    demo = kansli("schedules", "validate", cwd=REPO, env={"KANSLI_SCHEDULES_DIR": "demo/schedules"})
+    assert demo.returncode == 0, demo.stderr
+    assert demo.stdout.startswith("ok: 3 schedule(s) in 1 file(s) in demo/schedules")
+    live = kansli("schedules", "validate", cwd=REPO)
+    assert live.returncode == 0, live.stderr
+    assert live.stdout.startswith("ok: 0 schedule(s) in 0 file(s) in schedules")
+    assert (REPO / "schedules" / "README.md").is_file()
 
 
 def test_validate_cli_reports_lines_and_exits_4(tmp_path: Path) -> None:
@@ -165,4 +221,132 @@ def test_validate_cli_reports_lines_and_exits_4(tmp_path: Path) -> None:
     assert result.returncode == 4
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1
-    assert "a.toml: schedule 'count-morning': field 'cron': invalid cron expression 'bad'" in lines[0]
+    assert ("a.toml: schedule 'count-morning': field 'cron': invalid cron expression 'bad': "
+            "expected 5 fields") in lines[0]
+
+
+# -- daylight saving (Europe/Stockholm, 2027: forward 03-28 02:00 -> 03:00, back 10-31 03:00 -> 02:00) --
+
+STOCKHOLM = ZoneInfo("Europe/Stockholm")
+
+
+def utc(*parts: int) -> datetime:
+    return datetime(*parts, tzinfo=UTC)
+
+
+def schedule_of(**fields: object) -> Schedule:
+    return Schedule.model_validate({"id": "s", "robot": "ticker", **fields})
+
+
+def fires(schedule: Schedule, start: datetime, end: datetime, late: timedelta = timedelta(0)) -> list[str]:
+    """The fires of ``schedule`` from ``start`` to ``end``, asked the way APScheduler 3.11's loop asks.
+
+    A real :class:`Job`: its first run time from ``get_next_fire_time(None, now)`` (as ``add_job``
+    does), then ``Job._get_run_times(now)`` and ``get_next_fire_time(last, now)`` after every wake-up
+    (as ``BaseScheduler._process_jobs`` does), waking ``late`` after each planned time.
+    """
+    trigger = schedule.trigger()
+    job = Job(BlockingScheduler(timezone=UTC), id="s", func=print, args=(), kwargs={}, trigger=trigger,
+              executor="default", name="s", misfire_grace_time=3600, coalesce=True, max_instances=1,
+              next_run_time=trigger.get_next_fire_time(None, start))
+    found: list[str] = []
+    while job.next_run_time is not None and job.next_run_time <= end:
+        now = job.next_run_time + late
+        run_times = job._get_run_times(now)
+        found.append(run_times[-1].astimezone(STOCKHOLM).strftime("%m-%d %H:%M %Z"))
+        job._modify(next_run_time=job.trigger.get_next_fire_time(run_times[-1], now))
+    return found
+
+
+def test_a_fixed_cron_fires_once_a_day_over_both_2027_transitions() -> None:
+    daily = schedule_of(cron="30 2 * * *")
+    assert fires(daily, utc(2027, 3, 26), utc(2027, 3, 30)) == [
+        "03-26 02:30 CET", "03-27 02:30 CET", "03-28 03:00 CEST", "03-29 02:30 CEST"]
+    assert fires(daily, utc(2027, 10, 29), utc(2027, 11, 2)) == [
+        "10-29 02:30 CEST", "10-30 02:30 CEST", "10-31 02:30 CEST", "11-01 02:30 CET"]
+    # woken late, the loop still asks from the planned time: nothing is added or lost
+    assert fires(daily, utc(2027, 10, 30), utc(2027, 11, 1), late=timedelta(minutes=50)) == [
+        "10-30 02:30 CEST", "10-31 02:30 CEST"]
+    assert fires(schedule_of(cron="0,30 2 * * *"), utc(2027, 3, 27, 12), utc(2027, 3, 29, 12)) == [
+        "03-28 03:00 CEST", "03-29 02:00 CEST", "03-29 02:30 CEST"]  # two skipped times, one run
+    assert fires(schedule_of(cron="30 2,3 * * *"), utc(2027, 3, 27, 12), utc(2027, 3, 28, 12)) == [
+        "03-28 03:00 CEST", "03-28 03:30 CEST"]
+
+
+def test_a_wildcard_cron_and_an_interval_run_in_real_time() -> None:
+    assert fires(schedule_of(cron="0 * * * *"), utc(2027, 10, 30, 22, 30), utc(2027, 10, 31, 3)) == [
+        "10-31 01:00 CEST", "10-31 02:00 CEST", "10-31 02:00 CET", "10-31 03:00 CET", "10-31 04:00 CET"]
+    assert fires(schedule_of(cron="*/30 * * * *"), utc(2027, 3, 28, 0), utc(2027, 3, 28, 1, 30)) == [
+        "03-28 01:00 CET", "03-28 01:30 CET", "03-28 03:00 CEST", "03-28 03:30 CEST"]
+    for start in (utc(2027, 3, 27, 22), utc(2027, 10, 30, 22)):
+        every = schedule_of(every="15m", start="2027-01-01T00:00")
+        trigger = every.trigger()
+        moments = [trigger.get_next_fire_time(None, start)]
+        for _ in range(24):
+            moments.append(trigger.get_next_fire_time(moments[-1], moments[-1]))
+        assert {later - earlier for earlier, later in pairwise(moments)} == {timedelta(minutes=15)}
+
+
+@pytest.mark.parametrize(("started", "first"), [
+    (utc(2027, 3, 28, 0, 59, 59), "03-28 03:00 CEST"),  # just before the gap
+    (utc(2027, 3, 28, 1, 0), "03-28 03:00 CEST"),  # at its end
+    (utc(2027, 3, 28, 1, 10), "03-28 03:00 CEST"),  # 03:10 CEST: the day's 02:30 has not had its time
+    (utc(2027, 3, 28, 1, 29, 59), "03-28 03:00 CEST"),
+    (utc(2027, 3, 28, 1, 30), "03-29 02:30 CEST"),  # 03:30 CEST: as late as 02:30 CET would be
+    (utc(2027, 10, 31, 0, 20), "10-31 02:30 CEST"),  # in the repeated hour, first time round
+    (utc(2027, 10, 31, 1, 10), "11-01 02:30 CET"),  # second time round: 02:30 has fired already
+])
+def test_the_first_fire_of_a_new_or_changed_cron_schedule(started: datetime, first: str) -> None:
+    trigger = schedule_of(cron="30 2 * * *").trigger()
+    assert trigger.get_next_fire_time(None, started).astimezone(STOCKHOLM).strftime("%m-%d %H:%M %Z") == first
+
+
+def test_a_shifted_fire_says_why_and_a_repeated_one_is_not_shifted() -> None:
+    daily = schedule_of(cron="30 2 * * *")
+    assert daily.shift_of(utc(2027, 3, 28, 1)) == (
+        "2027-03-28 02:30 does not exist in Europe/Stockholm (the clocks were put forward); run at the "
+        "first valid time after it, 2027-03-28 03:00 CEST")
+    assert daily.shift_of(utc(2027, 3, 29, 0, 30)) is None
+    assert daily.shift_of(utc(2027, 10, 31, 0, 30)) is None
+    assert schedule_of(cron="0 * * * *").shift_of(utc(2027, 3, 28, 1)) is None
+
+
+def test_one_off_schedules_over_both_transitions() -> None:
+    skipped = schedule_of(at="2027-03-28T02:30")
+    assert skipped.run_date() == utc(2027, 3, 28, 1)
+    assert fires(skipped, utc(2027, 3, 27), utc(2027, 3, 29)) == ["03-28 03:00 CEST"]
+    assert skipped.shift_of(utc(2027, 3, 28, 1)) is not None
+    assert "02:30 does not exist" in (skipped.shift_of(utc(2027, 3, 28, 1)) or "")
+    repeated = schedule_of(at="2027-10-31T02:30")
+    assert fires(repeated, utc(2027, 10, 30), utc(2027, 11, 1)) == ["10-31 02:30 CEST"]
+    assert repeated.shift_of(utc(2027, 10, 31, 0, 30)) is None
+    explicit = schedule_of(at="2027-10-31T02:30+01:00")  # an offset given: that instant, as written
+    assert explicit.run_date() == utc(2027, 10, 31, 1, 30)
+
+
+def test_resolve_wall_time() -> None:
+    assert resolve_wall_time(datetime(2027, 3, 28, 2, 30), STOCKHOLM) == WallTime(
+        datetime(2027, 3, 28, 2, 30), utc(2027, 3, 28, 1), "skipped", utc(2027, 3, 28, 1, 30))
+    assert resolve_wall_time(datetime(2027, 10, 31, 2, 30), STOCKHOLM) == WallTime(
+        datetime(2027, 10, 31, 2, 30), utc(2027, 10, 31, 0, 30), "repeated")
+    assert resolve_wall_time(datetime(2027, 6, 1, 12), STOCKHOLM).instant == utc(2027, 6, 1, 10)
+
+
+@given(moment=st.datetimes(min_value=datetime(2026, 1, 1), max_value=datetime(2029, 1, 1)),
+       zone_name=st.sampled_from(["Europe/Stockholm", "America/New_York", "Australia/Lord_Howe", "UTC"]))
+def test_a_fixed_cron_fires_each_wall_clock_time_once(moment: datetime, zone_name: str) -> None:
+    """Over any two days: one fire per day, increasing, each at 02:30 local or at the end of a gap."""
+    schedule = schedule_of(cron="30 2 * * *", timezone=zone_name)
+    trigger, zone = schedule.trigger(), ZoneInfo(zone_name)
+    start = moment.replace(tzinfo=UTC)
+    first = trigger.get_next_fire_time(None, start)
+    assert first is not None
+    moments = [first]
+    for _ in range(2):
+        moments.append(trigger.get_next_fire_time(moments[-1], moments[-1]))
+    assert all(earlier < later for earlier, later in pairwise(moments))
+    days = [m.astimezone(zone).date() for m in moments]
+    assert len(set(days)) == 3
+    for fired in moments:
+        local = fired.astimezone(zone)
+        assert (local.hour, local.minute) == (2, 30) or schedule.shift_of(fired) is not None
