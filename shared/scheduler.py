@@ -62,6 +62,7 @@ from loguru import logger
 from shared.clock import local_time
 from shared.errors import AlreadyRunningError, ConfigError, KansliError
 from shared.notify import notify_run
+from shared.queue import WorkQueue
 from shared.redaction import redact, redact_value
 from shared.registry import discover
 from shared.runner import Runner, current_actor, new_run_id
@@ -819,6 +820,8 @@ class Daemon:
             logger.warning("schedule {}: not started (removed, or the daemon is stopping)", schedule_id)
             return
         lock = self._schedule_locks[schedule_id]
+        if scheduled and schedule.queue is not None and not self._queue_has_work(schedule, lock):
+            return
         if not lock.acquire(blocking=False):
             self._record_without_run(schedule, "skipped", f"schedule {schedule_id}: a run of it is "
                                      "still in progress; this run was not started")
@@ -829,6 +832,20 @@ class Daemon:
             lock.release()
         if record is not None:
             self._notify(schedule, record)
+
+    def _queue_has_work(self, schedule: Schedule, lock: threading.Lock) -> bool:
+        """A queue schedule's check: enough ready items, and no run of it going on already (the
+        running one takes the new items too: checking again is no overlap to record)."""
+        if lock.locked():
+            return False
+        assert schedule.queue is not None
+        ready = WorkQueue(self.store, schedule.queue).ready_count(self.settings.queue.max_attempts)
+        if ready < schedule.min_items:
+            logger.debug("schedule {}: queue {} has {} ready item(s), fewer than {}", schedule.id,
+                         schedule.queue, ready, schedule.min_items)
+            return False
+        logger.info("schedule {}: queue {} has {} ready item(s)", schedule.id, schedule.queue, ready)
+        return True
 
     def _run_with_retries(
         self, schedule: Schedule, planned: datetime | None, request_id: int | None,

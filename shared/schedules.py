@@ -266,13 +266,20 @@ class Schedule(BaseModel):
     retry_backoff: Duration = 30.0
     notify: list[str] = Field(default_factory=list)
     enabled: bool = True
+    #: Fire on a work queue instead of a time: when it has ``min_items`` ready items, checked every
+    #: ``check_every`` (shared.queue).
+    queue: str | None = Field(default=None, min_length=1, max_length=128)
+    min_items: int = Field(default=1, ge=1)
+    check_every: Duration = 60.0
     source: str = Field(default="", exclude=True)
 
     @model_validator(mode="after")
     def one_trigger(self) -> Schedule:
-        given = [name for name in ("cron", "every", "at") if getattr(self, name) is not None]
+        given = [name for name in ("cron", "every", "at", "queue") if getattr(self, name) is not None]
         if len(given) != 1:
-            raise ValueError("give exactly one of cron, every or at")
+            raise ValueError("give exactly one of cron, every, at or queue")
+        if self.check_every < 1:
+            raise ValueError("check_every must be at least 1s")
         if self.every is not None and self.every < 1:
             raise ValueError("every must be at least 1s")
         if self.start is not None and self.every is None:
@@ -287,6 +294,8 @@ class Schedule(BaseModel):
         """The APScheduler trigger of this schedule."""
         if self.cron is not None:
             return WallClockCronTrigger(self.cron, self.tz)
+        if self.queue is not None:  # looked at every check_every; fires a run when there is work
+            return IntervalTrigger(seconds=self.check_every, timezone=UTC)
         if self.every is not None:
             # in UTC: APScheduler adds the interval to the local wall-clock time, so over a
             # daylight-saving change a 15m interval would last 75m (spring) or 0m (autumn)
@@ -332,6 +341,9 @@ class Schedule(BaseModel):
             return f"cron {self.cron}"
         if self.every is not None:
             return f"every {format_duration(self.every)}"
+        if self.queue is not None:
+            return (f"queue {self.queue} (>= {self.min_items} ready, checked every "
+                    f"{format_duration(self.check_every)})")
         assert self.at is not None
         return f"at {self.at.isoformat(timespec='minutes')}"
 
@@ -340,7 +352,7 @@ class Schedule(BaseModel):
         timing = {"cron": self.cron, "every": self.every, "timezone": self.timezone,
                   "at": self.at.isoformat() if self.at else None,
                   "start": self.start.isoformat() if self.start else None, "grace": self.misfire_grace,
-                  "enabled": self.enabled}
+                  "enabled": self.enabled, "queue": self.queue, "check_every": self.check_every}
         return hashlib.sha256(json.dumps(timing, sort_keys=True).encode()).hexdigest()[:32]
 
     def summary(self) -> dict[str, Any]:

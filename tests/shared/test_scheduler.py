@@ -562,3 +562,33 @@ def test_jobs_stored_by_an_older_version_get_the_new_triggers_and_keep_their_nex
     assert isinstance(daily.trigger, WallClockCronTrigger) and daily.next_run_time == planned
     assert isinstance(often.trigger, IntervalTrigger) and often.trigger.timezone == UTC
     assert often.next_run_time == planned
+
+
+def test_a_queue_schedule_fires_its_consumer_when_a_scheduled_producer_gave_it_enough_work(
+    daemons: Daemons,
+) -> None:
+    from shared.queue import list_queues
+
+    marker = daemons.work / "handled.txt"
+    daemons.write(f'[[schedule]]\nid = "consume"\nrobot = "consumer"\nqueue = "inbox"\nmin_items = 3\n'
+                  f'check_every = "1s"\nparams = {{ marker = "{marker}" }}\n')
+    daemon = daemons.start()
+    assert kansli("run", "producer", "-p", "count=2", env=daemons.env, cwd=daemons.work).returncode == 0
+    produced = datetime.now(UTC)
+    wait_until(lambda: (next_run_times(daemons.store).get("consume") or produced) > produced
+               + timedelta(seconds=2), what="two checks of the queue after 2 items")
+    assert daemons.runs("consume") == []  # 2 ready items are fewer than min_items
+    daemons.write(f'[[schedule]]\nid = "produce"\nrobot = "producer"\nat = "{soon(2)}"\n'
+                  'params = { count = 5, start = 2 }\n', "producer.toml")
+    daemon.send_signal(signal.SIGHUP)
+    wait_until(lambda: list_queues(daemons.store).get("inbox") == {"done": 7}, timeout=60,
+               what="the consumer doing the 7 items")
+    runs = daemons.runs("consume")
+    assert sum(run.items_done for run in runs) == 7 and all(run.status == "succeeded" for run in runs)
+    assert sorted(marker.read_text().split()) == sorted(f"m{n}" for n in range(7))
+    [produced_run] = daemons.runs("produce")
+    assert produced_run.status == "succeeded"
+    listing = json.loads(kansli("schedules", "--json", env=daemons.env, cwd=daemons.work).stdout)
+    assert {row["id"]: row["trigger"] for row in listing["schedules"]}["consume"] == (
+        "queue inbox (>= 3 ready, checked every 1s)")
+    assert daemons.stop(daemon) == 0

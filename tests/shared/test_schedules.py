@@ -115,7 +115,11 @@ CASES = {
                     "unknown key"),
     "bad duration": ('timeout = "30m"', 'timeout = "soon"', "tick", "timeout", "not a duration"),
     "two triggers": ('every = "15m"', 'every = "15m"\ncron = "* * * * *"', "tick", "-",
-                     "exactly one of cron, every or at"),
+                     "exactly one of cron, every, at or queue"),
+    "queue and a time": ('every = "15m"', 'every = "15m"\nqueue = "inbox"', "tick", "-",
+                         "exactly one of cron, every, at or queue"),
+    "queue checked too often": ('every = "15m"', 'queue = "inbox"\ncheck_every = "10ms"', "tick", "-",
+                                "check_every must be at least 1s"),
     "bad time zone": ('every = "15m"', 'every = "15m"\ntimezone = "Mars/Olympus"', "tick", "timezone",
                       "unknown time zone"),
     "bad address": ('notify = ["it-drift@example.se"]', 'notify = ["it-drift"]', "tick", "notify",
@@ -135,6 +139,18 @@ def test_each_problem_is_one_line_naming_file_id_and_field(tmp_path: Path, case:
     assert "\n" not in problems[0]
     valid = {schedule.id for schedule in load_schedules(tmp_path, ROBOTS).schedules}
     assert schedule_id not in valid and len(valid) == 2
+
+
+def test_a_queue_schedule_is_checked_at_its_interval_and_says_so(tmp_path: Path) -> None:
+    write(tmp_path, "q.toml", '[[schedule]]\nid = "q"\nrobot = "ticker"\nqueue = "inbox"\nmin_items = 4\n'
+                              'check_every = "30s"\n')
+    schedule = load_schedules(tmp_path, ROBOTS).by_id()["q"]
+    assert schedule.trigger_text() == "queue inbox (>= 4 ready, checked every 30s)"
+    trigger = schedule.trigger()
+    fires = [trigger.get_next_fire_time(None, datetime(2027, 3, 28, 0, 59, 45, tzinfo=UTC))]
+    for _ in range(2):  # across the spring change at 01:00 UTC: still every 30 s of real time
+        fires.append(trigger.get_next_fire_time(fires[-1], fires[-1]))
+    assert [b - a for a, b in pairwise(fires)] == [timedelta(seconds=30)] * 2
 
 
 def test_duplicate_ids_across_files(tmp_path: Path) -> None:
