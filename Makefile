@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 KANSLI := $(VENV)/bin/kansli
 
-.PHONY: setup venv chromium demo demo-letters demo-forms test lint typecheck bench clean
+.PHONY: setup venv chromium demo demo-letters demo-forms test lint typecheck docs bench clean
 
 setup: venv chromium
 
@@ -14,7 +14,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,docs]'
 	touch $@
 
 # Playwright cannot download browsers here: use the system Chromium, installing it when missing.
@@ -70,7 +70,12 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-test: setup lint
+# The docs site into var/site; --strict turns every warning (a broken link, a docstring the API
+# reference cannot read) into a failure. No plugin fetches anything (docs/ and mkdocs.yml only).
+docs: venv
+	$(VENV)/bin/mkdocs build --strict --quiet --site-dir var/site
+
+test: setup lint docs
 	$(PY) -m pytest -q
 
 bench: setup
