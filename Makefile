@@ -73,7 +73,7 @@ lint: venv
 # The docs site into var/site; --strict turns every warning (a broken link, a docstring the API
 # reference cannot read) into a failure. No plugin fetches anything (docs/ and mkdocs.yml only).
 docs: venv
-	$(VENV)/bin/mkdocs build --strict --quiet --site-dir var/site
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir var/site
 
 test: setup lint docs
 	$(PY) -m pytest -q
