@@ -70,10 +70,11 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-# The docs site into var/site; --strict turns every warning (a broken link, a docstring the API
-# reference cannot read) into a failure. No plugin fetches anything (docs/ and mkdocs.yml only).
+# The docs site into var/site; --strict turns every warning (a broken link or anchor, an unknown
+# API reference target, a docstring the reference cannot read) into a failure. Not --quiet: it
+# hides the cross-reference warnings from --strict. No plugin fetches anything.
 docs: venv
-	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir var/site
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir var/site
 
 test: setup lint docs
 	$(PY) -m pytest -q
