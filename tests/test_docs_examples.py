@@ -37,6 +37,7 @@ import pytest
 from docx import Document
 from openpyxl import Workbook, load_workbook
 
+from demo.site.store import CaseStore
 from shared.queue import WorkQueue
 from shared.runner import Runner
 from shared.settings import load_settings, reset_settings
@@ -197,15 +198,34 @@ def letter_text(path: Path) -> str:
 # -- the pages -------------------------------------------------------------------------------------
 
 
-def scenario_robots(tmp_path: Path, work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The author's guide: the payment reminders robot on the page's register, then a grown one."""
+def scenario_robots(
+    tmp_path: Path, work: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    """The author's guide: the payment reminders robot on the page's register, then a grown one; the
+    case numbers robot against the demo e-service (with two of the page's three references)."""
     page = Page.read("robots.md")
     root = tmp_path / "site"
     robots_package(page, root, monkeypatch)
     write_templates(page, root)
-    (register,) = page.registers().items()
-    write_register(register[1], work / register[0])
+    registers = page.registers()
+    for name, rows in registers.items():
+        write_register(rows, work / name)
+    site = request.getfixturevalue("eservice")  # the demo e-service; KANSLI_ESERVICE__* point at it
+    case = {"applicant_name": "Anna Lindqvist", "personnummer": "19811218-9876", "email": "anna@example.se",
+            "phone": "070-123 45 67", "address": "Storgatan 1", "postal_code": "123 45", "city": "Exempelby",
+            "case_type": "Färdtjänst", "start_date": "2027-01-04", "description": "Resor till jobbet",
+            "attachment_size": 0}
+    cases = CaseStore(site.config.db_path)
+    submitted = {reference: cases.add({**case, "reference": reference}) for reference in ("PA-2026-0001",
+                                                                                          "PA-2026-0002")}
     outputs = dict(run_commands(page, work))
+    looked_up = work / "var" / "out" / "case_numbers" / "referenser-resultat.xlsx"
+    numbers = sheet_column(looked_up, "Ärendenummer")
+    assert (numbers[2], numbers[3]) == (submitted["PA-2026-0001"], submitted["PA-2026-0002"])
+    assert not numbers[4]
+    assert sheet_column(looked_up, "Status") == {2: "klar", 3: "klar", 4: "fel i data"}
+    assert page.says("row 4 marked `fel i data`")
+    register = ("paminnelser.xlsx", registers["paminnelser.xlsx"])
     assert "payment_reminders" in outputs[next(line for line in outputs if line.startswith("kansli robots"))]
 
     out = work / "var" / "out" / "payment_reminders"
@@ -233,7 +253,9 @@ def scenario_robots(tmp_path: Path, work: Path, monkeypatch: pytest.MonkeyPatch)
     assert (out / "paminnelse-F-2026-1005.docx").is_file()
 
 
-def scenario_queues(tmp_path: Path, work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def scenario_queues(
+    tmp_path: Path, work: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
     """Keys and queues: the producer and the consumer, then the operators' queue commands."""
     page = Page.read("queues.md")
     robots_package(page, tmp_path / "site", monkeypatch)
@@ -255,7 +277,9 @@ def scenario_queues(tmp_path: Path, work: Path, monkeypatch: pytest.MonkeyPatch)
     assert states == {"PA-2026-0042": "pending", "PA-2026-0043": "done"}
 
 
-def scenario_testing(tmp_path: Path, work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def scenario_testing(
+    tmp_path: Path, work: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
     """Testing a robot: the page's test and configuration, in a robot repo of its own, by pytest."""
     page, guide = Page.read("testing.md"), Page.read("robots.md")
     repo = tmp_path / "exempelby-robotar"
@@ -273,7 +297,9 @@ def scenario_testing(tmp_path: Path, work: Path, monkeypatch: pytest.MonkeyPatch
     assert f"{collected} passed" in output, output
 
 
-def scenario_audit(tmp_path: Path, work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def scenario_audit(
+    tmp_path: Path, work: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
     """The audit trail: the developers' script writes and verifies a trail, with and without a key;
     the auditors' independent check accepts it, and refuses it once a line is edited."""
     page = Page.read("audit.md")
@@ -304,17 +330,19 @@ def scenario_audit(tmp_path: Path, work: Path, monkeypatch: pytest.MonkeyPatch) 
             checker["check"](days[-1], key=key)
 
 
-SCENARIOS: dict[str, Callable[[Path, Path, pytest.MonkeyPatch], None]] = {
+Scenario = Callable[[Path, Path, pytest.MonkeyPatch, pytest.FixtureRequest], None]
+SCENARIOS: dict[str, Scenario] = {
     "robots.md": scenario_robots, "queues.md": scenario_queues, "testing.md": scenario_testing,
     "audit.md": scenario_audit,
 }
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(SCENARIOS))
+@pytest.mark.parametrize("name", [pytest.param(name, marks=[pytest.mark.browser] * (name == "robots.md"))
+                                  for name in sorted(SCENARIOS)])
 def test_the_examples_of_a_page_run(name: str, tmp_path: Path, kansli_env: Path,
-                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    SCENARIOS[name](tmp_path, kansli_env, monkeypatch)
+                                    monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+    SCENARIOS[name](tmp_path, kansli_env, monkeypatch, request)
 
 
 @pytest.mark.parametrize("name", all_pages())
@@ -333,9 +361,11 @@ def test_every_example_is_one_the_test_runs(name: str) -> None:
 def test_the_conventions_find_what_they_should() -> None:
     """The parser is no test that cannot fail: it finds the author's guide's robot, register and template."""
     page = Page.read("robots.md")
-    assert set(page.files("robots/")) == {"payment_reminders.py"}
+    assert set(page.files("robots/")) == {"payment_reminders.py", "case_numbers.py"}
     assert set(page.files("templates/")) == {"paminnelse.docx"}
-    ((name, rows),) = page.registers().items()
-    assert name == "paminnelser.xlsx" and rows[0][0] == "Fakturanummer" and rows[1][6] == date(2026, 10, 31)
+    rows = page.registers()["paminnelser.xlsx"]
+    assert rows[0][0] == "Fakturanummer" and rows[1][6] == date(2026, 10, 31)
+    assert page.registers()["referenser.xlsx"][1:] == [["PA-2026-0001", "inskickad i måndags"],
+                                                       ["PA-2026-0002", ""], ["PA-2026-9999", "finns inte"]]
     assert any(line.startswith("kansli run payment_reminders") for line in page.commands())
     assert all(name in SCENARIOS for name in all_pages() if Page.read(name).files("robots/"))
