@@ -1,7 +1,8 @@
 """Write one Word decision letter per application in an Excel register.
 
 Reads the register, checks each row (personnummer check digit, required cells, real dates, a known
-decision), renders a letter per valid row from a docxtpl template, and writes a results workbook: a
+decision), renders a letter per valid row from a docxtpl template (with ``pdf``, also as PDF/A-2b
+for the archive, through one LibreOffice for the run), and writes a results workbook: a
 copy of the register with ``status``, ``letter file`` and ``error`` columns. Bad rows are business
 errors naming the row and column; the others go on. Each case (Diarienummer) gets its letter once,
 whatever file, folder or output folder it comes from: a grown or re-sorted register writes only the
@@ -12,6 +13,8 @@ new version of the item.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from contextlib import AbstractContextManager, ExitStack
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal
@@ -79,13 +82,16 @@ def decision_letters(
     input: Path,
     template: Path = DEFAULT_TEMPLATE,
     output_dir: Path = DEFAULT_OUTPUT,
+    pdf: bool = False,
 ) -> None:
-    """Write one Word decision letter per application in an Excel register."""
+    """Write one Word decision letter per application in an Excel register (``pdf``: and PDF/A-2b)."""
     letter = DocumentTemplate(template)
     letter.require(LETTER_FIELDS)
     writable_directory(output_dir)
     rows = list(read_rows(input, Application))
     logger.info("{}: {} rows to handle", input.name, len(rows))
+    archive = ExitStack()
+    convert = archive.enter_context(_pdf_converter(run)) if pdf else None
 
     def write_letter(item: WorkItem) -> dict[str, str]:
         row: Row[Application] = item.data
@@ -93,21 +99,32 @@ def decision_letters(
             raise InputError(row.error or f"row {row.number}: invalid")
         destination = output_dir / letter_file_name(row.model)
         letter.render(letter_context(row.model), destination)
-        return {"letter": destination.name}
+        if convert is None:
+            return {"letter": destination.name}
+        return {"letter": destination.name, "pdf": convert(destination, destination.with_suffix(".pdf")).name}
 
     def letter_written(item: WorkItem) -> dict[str, str] | None:
         """A letter renamed into place before a crash is complete: take it, do not write it again."""
         row: Row[Application] = item.data
-        done = row.model is not None and (output_dir / letter_file_name(row.model)).is_file()
-        return {"letter": letter_file_name(row.model)} if done and row.model else None
+        docx = output_dir / letter_file_name(row.model) if row.model else None
+        if docx is None or not docx.is_file() or (pdf and not docx.with_suffix(".pdf").is_file()):
+            return None
+        return {"letter": docx.name, **({"pdf": docx.with_suffix(".pdf").name} if pdf else {})}
 
     # one letter per case, whatever file or folder: a corrected decision is a new version of its letter
-    results = run.process(row_items(rows, "Diarienummer", input), write_letter, reconcile=letter_written,
-                          total=len(rows), on_change="redo")
+    with archive:
+        results = run.process(row_items(rows, "Diarienummer", input), write_letter, total=len(rows),
+                              reconcile=letter_written, on_change="redo")
     destination = output_dir / f"{input.stem}-resultat.xlsx"
     cells = result_cells(results, "letter_file", "letter", run.settings, rows=rows)
     write_results(input, destination, cells, RESULT_COLUMNS, settings=run.settings)
     logger.info("letters in {}; results in {}", output_dir, destination)
+
+
+def _pdf_converter(run: Run) -> AbstractContextManager[Callable[[Path, Path], Path]]:
+    from shared.pdf import pdf_converter  # LibreOffice and pypdf only when PDFs are asked for
+
+    return pdf_converter(run)
 
 
 def letter_file_name(application: Application) -> str:

@@ -248,3 +248,26 @@ def test_results_workbook_in_english_when_staff_read_english(
     assert sheet.cell(26, error_col).value == (
         "Row 26: column “Beslutsdatum”: invalid date “2026-02-30” (write YYYY-MM-DD)")
     assert sheet.cell(17, error_col).value == "Row 17: column “Efternamn”: required value is empty"
+
+
+def test_pdf_true_writes_an_archivable_pdf_a_beside_each_letter(kansli_env: Path) -> None:
+    from shared.pdf import check_pdfa, read_pdf
+
+    register = kansli_env / "tre.xlsx"
+    workbook = load_workbook(DEMO_INPUT)
+    sheet = workbook.worksheets[0]
+    for number in range(sheet.max_row, 4, -1):  # rows 2-4: three applications
+        sheet.delete_rows(number)
+    workbook.save(register)
+    out = kansli_env / "brev"
+    result = kansli("run", "decision_letters", "-p", f"input={register}", "-p", f"output_dir={out}",
+                    "-p", "pdf=true", cwd=kansli_env, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    pdfs = sorted(out.glob("beslut-*.pdf"))
+    assert [p.stem for p in pdfs] == sorted(p.stem for p in out.glob("beslut-*.docx")) and len(pdfs) == 3
+    for path in pdfs:
+        check_pdfa(path)  # PDF/A-2b identification, output intent, every font embedded
+        assert "Beslut om" in read_pdf(path, tables=False).text
+    record = Runner().store.list_runs(robot="decision_letters")[0]
+    outputs = [item.output for item in Runner().store.list_items(record.run_id)]
+    assert all(output["pdf"].endswith(".pdf") for output in outputs)
