@@ -58,6 +58,7 @@ from shared.errors import (
     FormMismatchError,
     InputError,
     KansliError,
+    LoginError,
     SessionExpiredError,
     TargetError,
     TargetUnavailableError,
@@ -312,6 +313,9 @@ async def _first_outcome(
     try:
         while pending:
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            answers = [wait for wait in done if wait is not navigation and wait.exception() is None]
+            if answers and isinstance(answers[0].result(), Response):
+                return "sign", answers[0].result()  # the answer the robot asked for
             if navigation in done and navigation.exception() is None:
                 return "navigation", navigation.result()
             for wait in done:
@@ -516,12 +520,15 @@ _MISMATCH = {
                 "in a later fill_form call)",
     "read-only": "the field {label!r} is read-only on the page",
     "hidden": "the field {label!r} is not visible on the page",
-    "kind": "the field {label!r} is a {detail}, which takes {wants}",
+    "kind": "the field {label!r} is a {shown}, which takes {wants}",
     "choice by value": "{label!r}: {value!r} is the value of the choice labelled {detail!r}; give its label",
     "ambiguous choice": "{label!r} offers more than one choice named {value!r}",
+    "same field": "{label!r} and {detail!r} name the same field",
 }
 _WANTS = {"text": "text", "checkbox": "True or False", "radio": "True (checked)", "select": "Select(...)",
           "radio group": "Radio(...)", "file": "Upload(...)"}
+_SHOWN = {"text": "text field", "checkbox": "checkbox", "radio": "radio button", "select": "choice list",
+          "radio group": "radio group", "file": "file field"}
 
 
 def _form_error(page: Page, outcome: Mapping[str, Any]) -> KansliError:
@@ -545,6 +552,7 @@ def _form_error(page: Page, outcome: Mapping[str, Any]) -> KansliError:
                                  label=label, path=path, closest=closest)
     message = _MISMATCH.get(kind, "{label!r}: " + kind).format(
         label=label, count=problem.get("detail"), detail=problem.get("detail"),
+        shown=_SHOWN.get(str(problem.get("detail")), problem.get("detail")),
         wants=_WANTS.get(str(problem.get("detail")), "another kind of value"), value=problem.get("value"))
     if problem.get("button"):
         message = message.replace("the field", "the button")
@@ -682,7 +690,7 @@ _RESOLVE_JS = """
       const probe = document.createElement('input');
       probe.type = el.type;
       probe.value = value;
-      if (probe.value !== value) return `is not a value the ${el.type} field takes`;
+      if (probe.value !== value) return `is not a valid ${el.type} for the field`;
     }
     return null;
   };
@@ -709,10 +717,13 @@ _RESOLVE_JS = """
   };
   const resolveAll = () => {
     const found = keyed(fieldsOnPage());
+    const named = new Map();
     const resolved = fields.map((f) => {
       const hits = match(found, f.label);
       if (!hits.length) return {problem: 'missing'};
       if (hits.length > 1) return {problem: 'ambiguous', detail: hits.length};
+      if (named.has(hits[0])) return {problem: 'same field', detail: named.get(hits[0])};
+      named.set(hits[0], f.label);
       return checkField(f, hits[0]);
     });
     let pressed = null;
@@ -858,7 +869,10 @@ class BrowserPool:
     """N logged-in contexts of one browser; :meth:`session` leases one per item.
 
     ``login`` logs a page in (raising :class:`~shared.errors.LoginError` when the credentials are
-    refused); it runs once per context, and again after a :class:`SessionExpiredError`. Contexts do
+    refused); it runs once per context, and again after a :class:`SessionExpiredError`. A failed
+    login costs a context, not the run: the pool goes on with the contexts that logged in and retries
+    the others in the background with backoff (a refusal is not retried); it fails only when no
+    context could log in. Contexts do
     not share one storage state: a server-side session holds the form being filled in, so each
     context needs its own. With ``trace``, each lease records a trace chunk (actions, errors and
     timings; DOM snapshots and network only with ``trace_snapshots``, which costs ~15% throughput).
@@ -874,14 +888,28 @@ class BrowserPool:
     trace_snapshots: bool = False
     _idle: asyncio.Queue[BrowserSession] = field(init=False)
     _sessions: list[BrowserSession] = field(init=False, default_factory=list)
+    _serving: set[int] = field(init=False, default_factory=set)
+    _revivals: list[asyncio.Future[None]] = field(init=False, default_factory=list)
 
     async def __aenter__(self) -> BrowserPool:
         self._idle = asyncio.Queue()
         try:
+            failure: TargetError | None = None
             for number in range(1, self.size + 1):
                 session = await self._open(number)
                 self._sessions.append(session)
-                self._idle.put_nowait(session)
+                try:
+                    await self._log_in(session)
+                except TargetError as error:  # LoginError too: the credentials were refused
+                    if isinstance(error, LoginError) and not self.in_use:
+                        raise  # trying them again in another context could lock the account
+                    failure = error
+                    self._park(session, error)
+                    continue
+                self._serve(session)
+            if not self.in_use:
+                assert failure is not None
+                raise failure
         except BaseException:
             await self.close()
             raise
@@ -890,20 +918,63 @@ class BrowserPool:
     async def __aexit__(self, *_: object) -> None:
         await self.close()
 
+    @property
+    def in_use(self) -> int:
+        """How many contexts are logged in and serve items (a context whose login failed does not)."""
+        return len(self._serving)
+
     async def close(self) -> None:
         """Close every context (the browser stays open; :func:`open_browser` owns it)."""
+        for revival in self._revivals:
+            revival.cancel()
+        await asyncio.gather(*self._revivals, return_exceptions=True)
+        self._revivals.clear()
         for session in self._sessions:
             try:
                 await session.context.close()
             except PlaywrightError:
                 pass
         self._sessions.clear()
+        self._serving.clear()
 
     async def _open(self, number: int) -> BrowserSession:
         context = await new_context(self.browser, self.settings)
-        session = BrowserSession(number, context, await context.new_page())
-        await self._log_in(session)
-        return session
+        return BrowserSession(number, context, await context.new_page())
+
+    def _serve(self, session: BrowserSession) -> None:
+        self._serving.add(session.number)
+        self._idle.put_nowait(session)
+
+    def _park(self, session: BrowserSession, error: TargetError) -> None:
+        """Go on without a context whose login failed; retry it in the background (not a refusal)."""
+        again = "" if isinstance(error, LoginError) else "; its login is retried in the background"
+        logger.warning("browser context {} could not log in ({}): going on with {} of {} context(s){}",
+                       session.number, error, self.in_use, self.size, again)
+        if not isinstance(error, LoginError):
+            self._revivals.append(asyncio.ensure_future(self._revive(session)))
+
+    async def _revive(self, session: BrowserSession) -> None:
+        """Log a parked context in after a growing pause, up to ``retry.attempts`` rounds."""
+        for round_number in range(self.retry.attempts):
+            pause = self.retry.backoff_initial * 2 ** (round_number + 1)
+            await asyncio.sleep(min(self.retry.backoff_max, pause))
+            try:
+                await self._log_in(session)
+            except TargetError as error:
+                logger.debug("browser context {} still cannot log in: {}", session.number, error)
+                if isinstance(error, LoginError):
+                    return
+                continue
+            except Exception as error:  # noqa: BLE001 - a background task: log, never lose the error
+                logger.warning("browser context {} gave up logging in: {}", session.number,
+                               redact(str(error).splitlines()[0] if str(error) else type(error).__name__))
+                return
+            self._serve(session)
+            logger.info("browser context {} logged in after all: {} of {} in use", session.number,
+                        self.in_use, self.size)
+            return
+        logger.warning("browser context {} could not log in; the run goes on with {} of {} context(s)",
+                       session.number, self.in_use, self.size)
 
     async def _log_in(self, session: BrowserSession) -> None:
         """Log in (with retries for an unavailable target), with tracing stopped meanwhile."""

@@ -10,6 +10,7 @@ import time
 import zipfile
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from openpyxl import load_workbook
@@ -178,3 +179,29 @@ def test_bad_setup_gives_one_clear_line(eservice: RunningSite, kansli_env: Path,
     if case == "wrong_password":
         assert time.monotonic() - started < 30, "a login refusal must not be retried"
         assert "fel-lösenord" not in result.stderr + result.stdout
+
+
+def test_a_label_typo_in_the_robot_ends_each_row_at_once_naming_the_label(
+    eservice: RunningSite, kansli_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import robots.intake_forms as intake_forms
+
+    monkeypatch.setenv("KANSLI_BROWSER__TIMEOUT_MS", "120000")  # a locator wait would hang the test
+    real_errand = intake_forms.errand
+
+    def errand_with_typo(intake: intake_forms.Intake) -> dict[str, Any]:
+        values = real_errand(intake)
+        values["Er referns"] = values.pop("Er referens")
+        return values
+
+    monkeypatch.setattr(intake_forms, "errand", errand_with_typo)
+    for fast, rows in ((False, list(range(2, 7))), (True, list(range(7, 12)))):  # other keys each time
+        source = register(kansli_env / f"inkomna-{fast}.xlsx", rows)
+        record = Runner().run("intake_forms", {"input": str(source), "output_dir": str(kansli_env / "ut"),
+                                               "fast": fast})
+        assert record.status == "failed" and record.items_app_error == len(rows), record.error
+        for item in Runner().store.list_items(record.run_id):
+            assert item.attempts == 1 and item.error_class == "FormMismatchError", item
+            assert "the form at /ansokan/steg2 has no field 'Er referns'" in (item.error or "")
+            assert "closest on the page: 'Er referens'" in (item.error or "")
+    assert eservice.cases() == []
