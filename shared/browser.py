@@ -894,7 +894,7 @@ class BrowserPool:
     async def __aenter__(self) -> BrowserPool:
         self._idle = asyncio.Queue()
         try:
-            failure: TargetError | None = None
+            failed: list[tuple[BrowserSession, TargetError]] = []
             for number in range(1, self.size + 1):
                 session = await self._open(number)
                 self._sessions.append(session)
@@ -903,13 +903,13 @@ class BrowserPool:
                 except TargetError as error:  # LoginError too: the credentials were refused
                     if isinstance(error, LoginError) and not self.in_use:
                         raise  # trying them again in another context could lock the account
-                    failure = error
-                    self._park(session, error)
+                    failed.append((session, error))
                     continue
                 self._serve(session)
             if not self.in_use:
-                assert failure is not None
-                raise failure
+                raise failed[-1][1]
+            for session, refusal in failed:
+                self._park(session, refusal)
         except BaseException:
             await self.close()
             raise
