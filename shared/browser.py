@@ -7,14 +7,20 @@ parallel" is natural only with asyncio). The pieces:
 * :func:`open_browser`: the system Chromium from :class:`~shared.settings.BrowserSettings`, with
   the flags a closed-network machine needs; missing Chromium is a :class:`BrowserNotFoundError`;
 * :class:`BrowserPool`: N contexts (locale, time zone, timeouts), each logged in once and reused
-  for many items; :meth:`BrowserPool.session` leases one for an item, records a Playwright trace
+  for many items (a context whose login fails is retried in the background; the pool fails only
+  when none logs in); :meth:`BrowserPool.session` leases one for an item, records a Playwright trace
   chunk while it works, and on failure saves a full-page screenshot and the trace into the run's
   ``artifacts/`` (linked from ``item.artifacts``), maps Playwright errors onto Kansli's error tree
   and, on :class:`SessionExpiredError`, logs that context in again before its next use;
 * :func:`goto`, :func:`click_and_wait`, :func:`check_response`: navigation whose 5xx answers,
   timeouts and expired sessions become :class:`TargetUnavailableError` / :class:`SessionExpiredError`;
-* :func:`fill_form` (per field, with accessible locators, or ``fast``: every field of a step in one
-  browser round trip, firing ``input``/``change`` events) and :func:`field_errors`;
+  :func:`submit_and_wait`: a submit waits for a new page or the robot's :class:`Success` sign (a
+  URL, an element, an answer); no outcome in time is an :class:`UncertainSubmitError`;
+* :func:`fill_form` and :func:`submit_form` find every field the same way in both modes (label,
+  ARIA name, then placeholder or title: one evaluation of the page, no locator waits), refuse what
+  does not fit with a :class:`~shared.errors.FormMismatchError` before writing anything, then fill
+  per field through Playwright's actions or ``fast``: every field of a step in one browser round
+  trip, firing ``input``/``change`` events; :func:`field_errors`;
   :func:`submit_step` fills, submits and turns the target's validation errors into an
   :class:`~shared.errors.InputError` naming each field.
 
@@ -95,14 +101,18 @@ LoginStep = Callable[[Page], Awaitable[None]]
 
 @dataclass(frozen=True)
 class Select:
-    """Choose an option of a ``<select>`` by its label (or, failing that, its value)."""
+    """Choose an option of a ``<select>`` by its label (or, failing that, its value; then by its
+    label ignoring case, when that is unique). A choice that loads late is waited for up to the
+    action timeout; one that never comes is an :class:`~shared.errors.InputError`."""
 
     option: str
 
 
 @dataclass(frozen=True)
 class Radio:
-    """Check the radio button named ``option`` in the group labelled by the field's label."""
+    """Check the radio button labelled ``option`` in the group the field's label names (a
+    ``<fieldset>``'s legend or a ``radiogroup``'s ARIA name). Its label, not its ``value``: a value
+    is a :class:`~shared.errors.FormMismatchError` naming the label to give."""
 
     option: str
 

@@ -136,6 +136,13 @@ class AuditError(KansliError):
 RETRYABLE: tuple[type[BaseException], ...] = (TargetError,)
 
 
-def is_retryable(error: BaseException) -> bool:
-    """True when retrying the failed step may help (a target error, not a login refusal)."""
+def is_retryable(error: BaseException, *, can_reconcile: bool = True) -> bool:
+    """True when retrying the failed step may help (a target error, not a login refusal).
+
+    An error whose step may have had its effect (``needs_reconcile``, an uncertain submit) is retried
+    only when the robot can look for that effect first (``can_reconcile``): else a retry might do it
+    twice.
+    """
+    if getattr(error, "needs_reconcile", False) and not can_reconcile:
+        return False
     return isinstance(error, RETRYABLE) and not isinstance(error, LoginError)

@@ -146,8 +146,30 @@ form.addEventListener('submit', async (event) => {
 CLASSIC = """<form method=post action=/skicka><label for=n>Namn</label><input id=n name=n>
 <button type=submit>Skicka</button></form>"""
 DONE = "<h1 id=klar>Tack</h1>"
-PAGES = {"labels": LABEL_STYLES, "misfits": MISFITS, "late": LATE, "spa": SPA, "classic": CLASSIC,
-         "klar": DONE, "spa-klar": SPA}
+#: How pages decorate a label (required markers, colons, odd whitespace) and how a field gets one.
+DECORATIONS = ["", " *", "*", ":", " :", " *:", ": *", "\u00a0*", "\n  *\n",
+               "<span aria-hidden=true> *</span>", "<abbr title=obligatoriskt>*</abbr>:"]
+STYLES = {
+    "for": "<label for={id}>{text}</label><input id={id}>",
+    "wrapping": "<label>{text} <input id={id}></label>",
+    "aria-label": "<input id={id} aria-label='{plain}'>",
+    "aria-labelledby": "<span id={id}-l>{text}</span><input id={id} aria-labelledby={id}-l>",
+    "placeholder": "<input id={id} placeholder='{plain}'>",
+}
+
+
+def decorated_page() -> str:
+    fields = []
+    for number, template in enumerate(STYLES.values()):
+        for index, decoration in enumerate(DECORATIONS):
+            plain = f"Fält {number} {index}{re.sub(r'<[^>]+>', '', decoration)}".replace("\n", " ")
+            text = f"  Fält  {number} {index}{decoration}"
+            fields.append(template.format(id=f"f{number}-{index}", text=text, plain=plain))
+    return "<form>" + "\n".join(fields) + "</form>"
+
+
+PAGES = {"decorated": decorated_page(), "labels": LABEL_STYLES, "misfits": MISFITS, "late": LATE, "spa": SPA,
+         "classic": CLASSIC, "klar": DONE, "spa-klar": SPA}
 
 
 # -- a tiny site and one browser for the module ------------------------------------------------
@@ -321,6 +343,22 @@ def test_a_whole_form_at_once_and_an_upload(chromium: BrowserThread, site: Site,
     assert (state["a"], state["d"], state["j"], state["k"], state["m"]) == (
         "Åsa", "2027-03-01", "Resor\ntill vården", "bost", True)
     assert state["o"] == "läkarintyg.pdf"
+
+
+@MODES
+@pytest.mark.parametrize("robot_writes", ["as shown", "lower case", "with a marker", "with a colon"])
+def test_every_label_decoration_in_every_style(chromium: BrowserThread, site: Site, fast: bool,
+                                               robot_writes: str) -> None:
+    suffix = {"with a marker": " *", "with a colon": ":"}.get(robot_writes, "")
+    values: dict[str, FieldValue] = {}
+    for number in range(len(STYLES)):
+        for index in range(len(DECORATIONS)):
+            label = f"Fält {number} {index}{suffix}"
+            values[label.lower() if robot_writes == "lower case" else label] = f"v{number}.{index}"
+    state = fill_and_read(chromium, f"{site.url}/p/decorated", values, fast)
+    assert {key: value for key, value in state.items() if key.startswith("f")} == {
+        f"f{number}-{index}": f"v{number}.{index}" for number in range(len(STYLES))
+        for index in range(len(DECORATIONS))}
 
 
 # -- what does not fit: one clear error, nothing written -------------------------------------

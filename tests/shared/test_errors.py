@@ -111,3 +111,9 @@ def test_a_form_mismatch_keeps_what_did_not_fit_through_pickling() -> None:
     assert (copy.label, copy.path, copy.closest) == ("Nman", "/ansokan/steg1", ("Namn",))
     assert not is_retryable(copy) and not isinstance(copy, errors.InputError | errors.TargetError)
     assert errors.UncertainSubmitError("x").needs_reconcile and is_retryable(errors.UncertainSubmitError("x"))
+
+
+def test_an_uncertain_submit_is_retried_only_where_reconcile_can_look_first() -> None:
+    uncertain = errors.UncertainSubmitError("no answer to the submit")
+    assert is_retryable(uncertain) and not is_retryable(uncertain, can_reconcile=False)
+    assert is_retryable(errors.TargetUnavailableError("503"), can_reconcile=False)
