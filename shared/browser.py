@@ -449,7 +449,7 @@ async def _fill(page: Page, values: Mapping[str, FieldValue], button: str | None
     """Find, check and fill every field; the button's locator (unpressed unless ``fast``+``press``)."""
     specs = [_spec(label, value) for label, value in values.items()]
     nonce = f"k{next(_nonces)}"
-    options = {"nonce": nonce, "graceMs": MISMATCH_GRACE_MS, "waitMs": _action_timeout_ms(page),
+    options = {"nonce": nonce, "graceMs": MISMATCH_GRACE_MS, "waitMs": _action_timeout_ms(page), "fast": fast,
                "press": press and not any(spec["kind"] == "file" for spec in specs)}
     script = _FAST_FILL_JS if fast else _MARK_FIELDS_JS
     try:
@@ -598,7 +598,8 @@ _FORM_HELPERS_JS = """
   };
   const labelledBy = (el) => (el.getAttribute('aria-labelledby') || '').split(/\\s+/)
     .map((id) => id && document.getElementById(id)).filter(Boolean).map(text).join(' ');
-  const visible = (el) => {
+  const visible = (el) => {  // from the computed style alone where the browser can: no forced layout
+    if (el.checkVisibility) return el.checkVisibility({visibilityProperty: true});
     const box = el.getBoundingClientRect();
     return box.width > 0 && box.height > 0 && getComputedStyle(el).visibility !== 'hidden';
   };
@@ -647,7 +648,7 @@ _FORM_HELPERS_JS = """
       }
       for (const hits of [same, similar]) {
         if (!hits.size) continue;
-        const all = [...hits], shown = all.filter(visible);
+        const all = [...hits], shown = all.length > 1 ? all.filter(visible) : all;
         return shown.length === 1 ? shown : all;
       }
     }
@@ -767,8 +768,11 @@ _RESOLVE_JS = """
             buttons: [...new Set(buttons.map(norm).filter(Boolean))]};
   }
   document.querySelectorAll('[data-kansli-field]').forEach((el) => el.removeAttribute('data-kansli-field'));
-  state.resolved.forEach((r, i) => r.el.setAttribute('data-kansli-field', `${options.nonce}-${i}`));
-  if (state.pressed) state.pressed.el.setAttribute('data-kansli-field', `${options.nonce}-button`);
+  const mark = (el, name) => el.setAttribute('data-kansli-field', `${options.nonce}-${name}`);
+  state.resolved.forEach((r, i) => {  // fast fill marks only the fields Playwright fills: files
+    if (!options.fast || fields[i].kind === 'file') mark(r.el, i);
+  });
+  if (state.pressed && !options.press) mark(state.pressed.el, 'button');
 """
 
 #: Per-field fill: find and mark every field (and the button) in one round trip; the caller fills.
