@@ -435,7 +435,9 @@ async def fill_form(page: Page, values: Mapping[str, FieldValue], *, fast: bool 
     hidden field, or a value of the wrong kind for the field (text for a checkbox, ``True`` for a
     text field, :class:`Select` for anything but a ``<select>``) is a
     :class:`~shared.errors.FormMismatchError` before anything is written. A field that only appears
-    (or is enabled) once another one is filled belongs in a later call.
+    (or is enabled) once another one is filled belongs in a later call; a field the page renders a
+    moment late is waited for up to :data:`MISMATCH_GRACE_MS`. Hidden fields (``display: none``, also
+    the input of a custom-styled checkbox) are refused: Playwright cannot act on them either.
 
     Per field (default) each value then goes through Playwright's actions (``fill``, ``set_checked``,
     ``select_option``) as a user would; ``fast`` sets every field in the same round trip, firing
