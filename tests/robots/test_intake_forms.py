@@ -205,3 +205,23 @@ def test_a_label_typo_in_the_robot_ends_each_row_at_once_naming_the_label(
             assert "the form at /ansokan/steg2 has no field 'Er referns'" in (item.error or "")
             assert "closest on the page: 'Er referens'" in (item.error or "")
     assert eservice.cases() == []
+
+
+def test_a_failed_login_of_one_context_costs_that_context_not_the_run(
+    kansli_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.shared.test_browser import seeded_site
+
+    # With this seed, of the first 76 requests only the 4th to 6th fail (5% of requests fail after
+    # that): the first context logs in (GET /login, POST /login, GET /ansokan/steg1), the second
+    # context's three login attempts (GET /login) all fail, every row goes through.
+    rows = list(range(2, 7))
+    source = register(kansli_env / "inkomna.xlsx", rows)
+    with seeded_site(tmp_path, monkeypatch, FaultConfig(error_rate=0.05, seed=1225119)) as eservice:
+        record = Runner().run("intake_forms", {"input": str(source), "output_dir": str(kansli_env / "ut"),
+                                               "workers": 2})
+        assert record.status == "succeeded", record.error
+        assert record.items_done == len(rows)
+        one_case_per_valid_row(eservice, rows)
+    log = (Path(record.run_dir or "") / "log.txt").read_text(encoding="utf-8")
+    assert "browser context 2 could not log in" in log and "HTTP 500" in log, log
