@@ -567,7 +567,8 @@ def _form_error(page: Page, outcome: Mapping[str, Any]) -> KansliError:
         shown=_SHOWN.get(str(problem.get("detail")), problem.get("detail")),
         wants=_WANTS.get(str(problem.get("detail")), "another kind of value"), value=problem.get("value"))
     if problem.get("button"):
-        message = message.replace("the field", "the button")
+        message = (f"the button {label!r} stays disabled once the form is filled in" if kind == "disabled"
+                   else message.replace("the field", "the button"))
     return FormMismatchError(f"{message} (at {path})", label=label, path=path)
 
 

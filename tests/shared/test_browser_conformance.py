@@ -112,7 +112,7 @@ MISFITS = """<form>
 <label for=n>Datum</label><input id=n type=date>
 <label for=o>Kod</label><input id=o maxlength=4>
 <label for=p>Bilaga</label><input id=p type=file>
-<button type=button>Spara</button>
+<button type=button>Spara</button><button type=button disabled>Låst</button>
 </form>""" + EVENTS
 
 LATE = """<form>
@@ -443,6 +443,19 @@ def test_a_missing_button_is_a_mismatch_naming_the_buttons(chromium: BrowserThre
 
     raised = on_page(chromium, f"{site.url}/p/misfits", body)
     assert "has no button 'Spar'; closest on the page: 'Spara'" in str(raised)
+
+
+@MODES
+def test_a_button_that_stays_disabled_is_a_mismatch_after_the_action_timeout(
+    chromium: BrowserThread, site: Site, fast: bool
+) -> None:
+    async def body(page: Page) -> KansliError:
+        with pytest.raises(FormMismatchError) as caught:
+            await submit_form(page, {"Namn": "Åsa"}, "Låst", fast=fast)
+        return caught.value
+
+    raised = on_page(chromium, f"{site.url}/p/misfits", body, BrowserSettings(timeout_ms=500))
+    assert str(raised) == "the button 'Låst' stays disabled once the form is filled in (at /p/misfits)"
 
 
 # -- pages that change while they are filled -------------------------------------------------
