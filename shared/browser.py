@@ -7,14 +7,20 @@ parallel" is natural only with asyncio). The pieces:
 * :func:`open_browser`: the system Chromium from :class:`~shared.settings.BrowserSettings`, with
   the flags a closed-network machine needs; missing Chromium is a :class:`BrowserNotFoundError`;
 * :class:`BrowserPool`: N contexts (locale, time zone, timeouts), each logged in once and reused
-  for many items; :meth:`BrowserPool.session` leases one for an item, records a Playwright trace
+  for many items (a context whose login fails is retried in the background; the pool fails only
+  when none logs in); :meth:`BrowserPool.session` leases one for an item, records a Playwright trace
   chunk while it works, and on failure saves a full-page screenshot and the trace into the run's
   ``artifacts/`` (linked from ``item.artifacts``), maps Playwright errors onto Kansli's error tree
   and, on :class:`SessionExpiredError`, logs that context in again before its next use;
 * :func:`goto`, :func:`click_and_wait`, :func:`check_response`: navigation whose 5xx answers,
   timeouts and expired sessions become :class:`TargetUnavailableError` / :class:`SessionExpiredError`;
-* :func:`fill_form` (per field, with accessible locators, or ``fast``: every field of a step in one
-  browser round trip, firing ``input``/``change`` events) and :func:`field_errors`;
+  :func:`submit_and_wait`: a submit waits for a new page or the robot's :class:`Success` sign (a
+  URL, an element, an answer); no outcome in time is an :class:`UncertainSubmitError`;
+* :func:`fill_form` and :func:`submit_form` find every field the same way in both modes (label,
+  ARIA name, then placeholder or title: one evaluation of the page, no locator waits), refuse what
+  does not fit with a :class:`~shared.errors.FormMismatchError` before writing anything, then fill
+  per field through Playwright's actions or ``fast``: every field of a step in one browser round
+  trip, firing ``input``/``change`` events; :func:`field_errors`;
   :func:`submit_step` fills, submits and turns the target's validation errors into an
   :class:`~shared.errors.InputError` naming each field.
 
@@ -24,8 +30,11 @@ Tracing is stopped around every login, so a saved trace never holds the password
 from __future__ import annotations
 
 import asyncio
+import difflib
+import itertools
 import os
 import re
+import weakref
 import zipfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -52,11 +61,14 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 
 from shared.errors import (
     BrowserNotFoundError,
+    FormMismatchError,
     InputError,
     KansliError,
+    LoginError,
     SessionExpiredError,
     TargetError,
     TargetUnavailableError,
+    UncertainSubmitError,
     is_retryable,
 )
 from shared.files import atomic_path
@@ -89,14 +101,18 @@ LoginStep = Callable[[Page], Awaitable[None]]
 
 @dataclass(frozen=True)
 class Select:
-    """Choose an option of a ``<select>`` by its label (or, failing that, its value)."""
+    """Choose an option of a ``<select>`` by its label (or, failing that, its value; then by its
+    label ignoring case, when that is unique). A choice that loads late is waited for up to the
+    action timeout; one that never comes is an :class:`~shared.errors.InputError`."""
 
     option: str
 
 
 @dataclass(frozen=True)
 class Radio:
-    """Check the radio button named ``option`` in the group labelled by the field's label."""
+    """Check the radio button labelled ``option`` in the group the field's label names (a
+    ``<fieldset>``'s legend or a ``radiogroup``'s ARIA name). Its label, not its ``value``: a value
+    is a :class:`~shared.errors.FormMismatchError` naming the label to give."""
 
     option: str
 
@@ -169,6 +185,7 @@ async def new_context(browser: Browser, settings: BrowserSettings) -> BrowserCon
     )
     context.set_default_timeout(settings.timeout_ms)
     context.set_default_navigation_timeout(settings.navigation_timeout_ms)
+    _timeouts[context] = (settings.timeout_ms, settings.navigation_timeout_ms)
     if settings.block_assets:
         await context.route(BLOCKED_ASSETS, lambda route: route.abort())
     return context
@@ -212,43 +229,167 @@ async def goto(page: Page, url: str) -> Response | None:
     return check_response(page, response)
 
 
-async def click_and_wait(page: Page, target: Locator) -> Response | None:
-    """Click ``target`` (a submit button or link) and wait for the page it leads to; check it."""
+@dataclass(frozen=True)
+class Success:
+    """What a successful submit looks like, for a page that may answer without loading a new one.
+
+    Any of: ``url``, a regular expression the page's URL comes to match (a new URL: the one of the
+    form does not count); ``selector``, an element that becomes visible; ``response``, a regular
+    expression for the URL of the answer the submit gets (its status is then checked like a page's).
+    A new page still counts as an answer, as without a :class:`Success`.
+    """
+
+    url: str | re.Pattern[str] | None = None
+    selector: str | None = None
+    response: str | re.Pattern[str] | None = None
+
+    def describe(self) -> str:
+        signs = [f"no URL matching {_pattern(self.url).pattern!r}" if self.url is not None else "",
+                 f"no {self.selector!r}" if self.selector else "",
+                 f"no answer from {_pattern(self.response).pattern!r}" if self.response is not None else ""]
+        return ", ".join(sign for sign in signs if sign)
+
+
+def _pattern(pattern: str | re.Pattern[str] | None) -> re.Pattern[str]:
+    return pattern if isinstance(pattern, re.Pattern) else re.compile(pattern or "")
+
+
+class _Settled(Exception):
+    """Leaves ``expect_navigation`` once the submit's outcome is known (cancelling its wait)."""
+
+    def __init__(self, outcome: tuple[str, Any] | None) -> None:
+        super().__init__("settled")
+        self.outcome = outcome
+
+
+async def submit_and_wait(
+    page: Page, act: Callable[[], Awaitable[Any]], success: Success | None = None, what: str = "the submit"
+) -> Response | None:
+    """Run ``act`` (a click that submits) and wait for a new page or, with ``success``, its sign.
+
+    The answer is checked (:func:`check_response`); the response is returned when there is one. An
+    error in ``act`` itself means nothing was sent (:class:`TargetUnavailableError`); no answer
+    within the navigation timeout is an :class:`~shared.errors.UncertainSubmitError`: the submit may
+    have been stored, so the robot's reconcile step runs before it is retried.
+    """
+    timeout = _navigation_timeout_ms(page)
+    before = page.url
+    if success is not None and success.selector and await page.locator(success.selector).first.is_visible():
+        raise FormMismatchError(f"the sign of success {success.selector!r} is on the page before {what} "
+                                f"(at {urlsplit(before).path}): it cannot tell that the submit worked")
+    waits: list[asyncio.Future[Any]] = []
+    if success is not None and success.response is not None:
+        answer = _pattern(success.response)
+        waits.append(asyncio.ensure_future(page.wait_for_event(
+            "response", lambda response: bool(answer.search(response.url)), timeout=timeout)))
+        await asyncio.sleep(0)  # the listener is attached once the wait has taken its first step
     try:
-        async with page.expect_navigation(wait_until="domcontentloaded") as navigation:
-            await target.click()
-        response = await navigation.value
-    except PlaywrightError as error:
-        raise target_error(error, page) from None
-    return check_response(page, response)
+        async with page.expect_navigation(wait_until="domcontentloaded", timeout=timeout) as navigation:
+            try:
+                await act()
+            except PlaywrightError as error:
+                raise target_error(error, page) from None
+            waits.extend(_success_waits(page, success, before, timeout))
+            raise _Settled(await _first_outcome(asyncio.ensure_future(navigation.value), waits))
+    except _Settled as settled:
+        outcome = settled.outcome
+    finally:
+        for wait in waits:
+            wait.cancel()
+        await asyncio.gather(*waits, return_exceptions=True)
+    return _answer(page, outcome, success, what, timeout)
 
 
-async def click_button(page: Page, name: str) -> Response | None:
-    """Click the button with accessible name ``name`` and wait for the next page."""
-    return await click_and_wait(page, page.get_by_role("button", name=name, exact=True))
+def _success_waits(
+    page: Page, success: Success | None, before: str, timeout: int
+) -> list[asyncio.Future[Any]]:
+    waits: list[asyncio.Future[Any]] = []
+    if success is not None and success.url is not None:
+        wanted = _pattern(success.url)
+        waits.append(asyncio.ensure_future(page.wait_for_url(
+            lambda url: url != before and bool(wanted.search(url)), wait_until="commit", timeout=timeout)))
+    if success is not None and success.selector:
+        waits.append(asyncio.ensure_future(page.wait_for_selector(success.selector, timeout=timeout)))
+    return waits
+
+
+async def _first_outcome(
+    navigation: asyncio.Future[Any], waits: list[asyncio.Future[Any]]
+) -> tuple[str, Any] | None:
+    """("navigation", response) or ("sign", value) for the first wait that succeeds; None if none did
+    (a navigation that failed other than by timing out is ("failed", error))."""
+    pending: set[asyncio.Future[Any]] = {navigation, *waits}
+    failure: tuple[str, Any] | None = None
+    try:
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            answers = [wait for wait in done if wait is not navigation and wait.exception() is None]
+            if answers and isinstance(answers[0].result(), Response):
+                return "sign", answers[0].result()  # the answer the robot asked for
+            if navigation in done and navigation.exception() is None:
+                return "navigation", navigation.result()
+            for wait in done:
+                error = wait.exception()
+                if error is None:
+                    return "sign", wait.result()
+                if wait is navigation and not isinstance(error, PlaywrightTimeoutError):
+                    failure = "failed", error
+        return failure
+    finally:
+        navigation.cancel()
+        await asyncio.gather(navigation, return_exceptions=True)
+
+
+def _answer(page: Page, outcome: tuple[str, Any] | None, success: Success | None, what: str,
+            timeout: int) -> Response | None:
+    if outcome is None:
+        signs = f" and {success.describe()}" if success is not None else ""
+        raise UncertainSubmitError(
+            f"the e-service did not answer in time at {_where(page.url)} after {what}: no new page{signs} "
+            f"within {timeout / 1000:g} s; the submit may have been stored")
+    kind, value = outcome
+    if kind == "failed":
+        raise target_error(value, page) from None
+    if isinstance(value, Response):
+        return check_response(page, value)
+    check_response(page, None)
+    return None
+
+
+async def click_and_wait(page: Page, target: Locator, *, success: Success | None = None) -> Response | None:
+    """Click ``target`` (a submit button or link) and wait for its answer (:func:`submit_and_wait`)."""
+    return await submit_and_wait(page, target.click, success, "the click")
+
+
+async def click_button(page: Page, name: str, *, success: Success | None = None) -> Response | None:
+    """Click the button named ``name`` (found as fields are: at once, or a
+    :class:`~shared.errors.FormMismatchError` naming the page's buttons) and wait for its answer."""
+    target = await _fill(page, {}, name, fast=False, press=False)
+    assert target is not None
+    return await submit_and_wait(page, target.click, success, f"pressing {name!r}")
 
 
 async def submit_form(
-    page: Page, values: Mapping[str, FieldValue], button: str, *, fast: bool = False
+    page: Page, values: Mapping[str, FieldValue], button: str, *, fast: bool = False,
+    success: Success | None = None,
 ) -> Response | None:
-    """Fill the form (see :func:`fill_form`), press the button named ``button``, wait for the answer.
+    """Fill the form (see :func:`fill_form`), press the button named ``button``, wait for the answer
+    (a new page or, with ``success``, its sign: see :func:`submit_and_wait`).
 
     ``fast`` fills every field and presses the button in one browser round trip.
     """
-    if not fast or any(isinstance(value, Upload | Path) for value in values.values()):
-        await fill_form(page, values, fast=fast)
-        return await click_button(page, button)
-    try:
-        async with page.expect_navigation(wait_until="domcontentloaded") as navigation:
-            await _fill_fast(page, values, button)
-        response = await navigation.value
-    except PlaywrightError as error:
-        raise target_error(error, page) from None
-    return check_response(page, response)
+    what = f"pressing {button!r}"
+    if fast and not any(isinstance(value, Upload | Path) for value in values.values()):
+        return await submit_and_wait(
+            page, lambda: _fill(page, values, button, fast=True, press=True), success, what)
+    target = await _fill(page, values, button, fast=fast, press=False)
+    assert target is not None
+    return await submit_and_wait(page, target.click, success, what)
 
 
 async def submit_step(
-    page: Page, values: Mapping[str, FieldValue], button: str, *, fast: bool = False, where: str = ""
+    page: Page, values: Mapping[str, FieldValue], button: str, *, fast: bool = False, where: str = "",
+    success: Success | None = None,
 ) -> Response | None:
     """:func:`submit_form`, with the target's refusal of the values as an :class:`InputError`.
 
@@ -257,7 +398,7 @@ async def submit_step(
     """
     prefix = f"{where}: " if where else ""
     try:
-        response = await submit_form(page, values, button, fast=fast)
+        response = await submit_form(page, values, button, fast=fast, success=success)
     except InputError as error:
         raise InputError(f"{prefix}{error}") from None
     if response is not None and response.status in (400, 422):
@@ -269,138 +410,429 @@ async def submit_step(
 
 # -- forms -------------------------------------------------------------------------------------
 
+#: How long a field that is not (yet) there, or not yet fillable, may take to appear before the form
+#: is declared a mismatch: long enough for a script to finish rendering, short enough to fail fast.
+MISMATCH_GRACE_MS = 750
+_DEFAULT_TIMEOUTS = BrowserSettings()
+_timeouts: weakref.WeakKeyDictionary[BrowserContext, tuple[int, int]] = weakref.WeakKeyDictionary()
+_nonces = itertools.count(1)
+
+
+def _action_timeout_ms(page: Page) -> int:
+    return _timeouts.get(page.context, (_DEFAULT_TIMEOUTS.timeout_ms,))[0]
+
+
+def _navigation_timeout_ms(page: Page) -> int:
+    default = (0, _DEFAULT_TIMEOUTS.navigation_timeout_ms)
+    return _timeouts.get(page.context, default)[1]
+
 
 async def fill_form(page: Page, values: Mapping[str, FieldValue], *, fast: bool = False) -> None:
     """Fill the form on ``page`` from label → value.
 
-    Per field (default) each value goes through an accessible locator (``get_by_label``,
-    ``get_by_role``) as a user would; ``fast`` sets every field in one ``page.evaluate`` round trip,
-    firing ``input`` and ``change`` events, and uploads files through their locators.
+    Every field is first found by its label in one browser round trip, the same way in both modes
+    (see :data:`_FORM_HELPERS_JS`): a label the page lacks or has twice, a disabled, read-only or
+    hidden field, or a value of the wrong kind for the field (text for a checkbox, ``True`` for a
+    text field, :class:`Select` for anything but a ``<select>``) is a
+    :class:`~shared.errors.FormMismatchError` before anything is written. A field that only appears
+    (or is enabled) once another one is filled belongs in a later call; a field the page renders a
+    moment late is waited for up to :data:`MISMATCH_GRACE_MS`. Hidden fields (``display: none``, also
+    the input of a custom-styled checkbox) are refused: Playwright cannot act on them either.
+
+    Per field (default) each value then goes through Playwright's actions (``fill``, ``set_checked``,
+    ``select_option``) as a user would; ``fast`` sets every field in the same round trip, firing
+    ``input`` and ``change`` events. Files are attached through Playwright in both modes.
     """
-    if fast:
-        plain = {label: value for label, value in values.items() if not isinstance(value, Upload | Path)}
-        await _fill_fast(page, plain)
-        for label, value in values.items():
-            if isinstance(value, Upload | Path):
-                await _fill_one(page, label, value)
-        return
-    for label, value in values.items():
-        await _fill_one(page, label, value)
+    await _fill(page, values, None, fast=fast, press=False)
 
 
-async def _fill_one(page: Page, label: str, value: FieldValue) -> None:
+async def _fill(page: Page, values: Mapping[str, FieldValue], button: str | None, *, fast: bool,
+                press: bool) -> Locator | None:
+    """Find, check and fill every field; the button's locator (unpressed unless ``fast``+``press``)."""
+    specs = [_spec(label, value) for label, value in values.items()]
+    nonce = f"k{next(_nonces)}"
+    options = {"nonce": nonce, "graceMs": MISMATCH_GRACE_MS, "waitMs": _action_timeout_ms(page), "fast": fast,
+               "press": press and not any(spec["kind"] == "file" for spec in specs)}
+    script = _FAST_FILL_JS if fast else _MARK_FIELDS_JS
     try:
-        if isinstance(value, Radio):
-            group = page.get_by_role("radiogroup", name=label).or_(page.get_by_role("group", name=label))
-            await group.get_by_role("radio", name=value.option, exact=True).check()
-            return
-        control = page.get_by_label(label, exact=True)
-        if isinstance(value, bool):
-            await control.set_checked(value)
-        elif isinstance(value, Select):
-            await _select(control, label, value.option)
-        elif isinstance(value, Upload | Path):
-            await control.set_input_files(value.path if isinstance(value, Upload) else value)
-        else:
-            await control.fill(_text(value))
+        outcome: dict[str, Any] = await page.evaluate(script, [specs, button, options])
     except PlaywrightError as error:
         raise target_error(error, page) from None
+    if outcome["problems"]:
+        raise _form_error(page, outcome)
 
+    def marked(index: int | str) -> Locator:
+        return page.locator(f'[data-kansli-field="{nonce}-{index}"]')
 
-#: How long a choice may take to appear in a ``<select>`` before Kansli looks whether it is offered.
-SELECT_QUICK_MS = 1000
-
-
-async def _select(control: Locator, label: str, option: str) -> None:
-    """Choose ``option`` by its label or value in one round trip; one the form does not offer is an
-    :class:`InputError` (Playwright alone would wait for it until the timeout, then retry the item)."""
     try:
-        await control.select_option(option, timeout=SELECT_QUICK_MS)
-        return
-    except PlaywrightTimeoutError:
-        pass
-    offered: list[list[str]] = await control.evaluate(
-        "(el) => [...el.options].map((o) => [o.label.trim(), o.value])")
-    if not any(option in (text, value) for text, value in offered):
-        raise InputError(f"no such choice in the form: {label}: {option}")
-    await control.select_option(option)  # offered after all (a slow page): the full timeout
+        for index, (spec, value) in enumerate(zip(specs, values.values(), strict=True)):
+            if spec["kind"] == "file":
+                await marked(index).set_input_files(_upload_path(value))
+            elif not fast:
+                await _fill_marked(marked(index), spec, outcome["fields"][index]["option"], page)
+    except PlaywrightError as error:
+        raise target_error(error, page) from None
+    if button is None:
+        return None
+    target = marked("button")
+    if not fast and outcome["buttonDisabled"]:
+        if not await target.evaluate(_WAIT_ENABLED_JS, _action_timeout_ms(page)):
+            raise _form_error(page, {"problems": [{"label": button, "button": True, "problem": "disabled"}]})
+    return target
 
 
-def _text(value: str | int | date) -> str:
-    return value.isoformat() if isinstance(value, date) else str(value)
+async def _fill_marked(control: Locator, spec: dict[str, Any], option: str | None, page: Page) -> None:
+    kind, value = spec["kind"], spec["value"]
+    if kind == "text":
+        await control.fill(value)
+    elif kind == "check":
+        await control.set_checked(value)
+    elif kind == "radio":
+        await control.check()
+    else:
+        if option is None:  # a choice that loads late: wait for it up to the action timeout
+            found: dict[str, Any] = await control.evaluate(_WAIT_OPTION_JS, [value, _action_timeout_ms(page)])
+            if "problem" in found:
+                raise _form_error(page, {"problems": [{**found, "label": spec["label"], "value": value}]})
+            option = str(found["value"])
+        await control.select_option(value=option)
 
 
-def _fast_spec(label: str, value: FieldValue) -> dict[str, Any]:
+def _spec(label: str, value: FieldValue) -> dict[str, Any]:
+    """What the form scripts need of one value: its label, its kind and its text."""
     if isinstance(value, bool):
         return {"label": label, "kind": "check", "value": value}
     if isinstance(value, Select):
         return {"label": label, "kind": "select", "value": value.option}
     if isinstance(value, Radio):
         return {"label": label, "kind": "radio", "value": value.option}
-    assert not isinstance(value, Upload | Path)
-    return {"label": label, "kind": "text", "value": _text(value)}
+    if isinstance(value, Upload | Path):
+        path = _upload_path(value)
+        if not path.is_file():
+            raise InputError(redact(f"{label}: the file to upload does not exist: {path}"))
+        return {"label": label, "kind": "file", "value": ""}
+    if isinstance(value, str | int | date):
+        return {"label": label, "kind": "text", "value": _text(value)}
+    raise FormMismatchError(f"{label}: Kansli cannot fill a field with a {type(value).__name__}",
+                            label=label)
 
 
-_FAST_FILL_JS = """([fields, button]) => {
+def _upload_path(value: FieldValue) -> Path:
+    return value.path if isinstance(value, Upload) else Path(str(value))
+
+
+def _text(value: str | int | date) -> str:
+    return value.isoformat() if isinstance(value, date) else str(value)
+
+
+#: Why a field does not fit, by the problem the form scripts report.
+_MISMATCH = {
+    "ambiguous": "{count} fields on the page are labelled {label!r}",
+    "disabled": "the field {label!r} is disabled on the page (one that another field enables belongs "
+                "in a later fill_form call)",
+    "read-only": "the field {label!r} is read-only on the page",
+    "hidden": "the field {label!r} is not visible on the page",
+    "kind": "the field {label!r} is a {shown}, which takes {wants}",
+    "choice by value": "{label!r}: {value!r} is the value of the choice labelled {detail!r}; give its label",
+    "ambiguous choice": "{label!r} offers more than one choice named {value!r}",
+    "same field": "{label!r} and {detail!r} name the same field",
+}
+_WANTS = {"text": "text", "checkbox": "True or False", "radio": "True (checked)", "select": "Select(...)",
+          "radio group": "Radio(...)", "file": "Upload(...)"}
+_SHOWN = {"text": "text field", "checkbox": "checkbox", "radio": "radio button", "select": "choice list",
+          "radio group": "radio group", "file": "file field"}
+
+
+def _form_error(page: Page, outcome: Mapping[str, Any]) -> KansliError:
+    """The first problem the form scripts found, as the error it is."""
+    problem = outcome["problems"][0]
+    label, kind = str(problem["label"]), str(problem["problem"])
+    path = urlsplit(page.url).path or page.url
+    what = f"the button {label!r}" if problem.get("button") else f"the field {label!r}"
+    if kind == "no choice":
+        offered = ", ".join(repr(text) for text in (problem.get("offered") or [])[:12])
+        return InputError(f"no such choice in the form: {label}: {problem.get('value')} "
+                          f"(it offers {offered or 'none'})")
+    if kind == "value":
+        return InputError(f"{label}: the value {problem['detail']}")
+    if kind == "missing":
+        names: list[str] = outcome.get("buttons" if problem.get("button") else "labels") or []
+        closest = tuple(_closest(label, names))
+        hint = (f"; closest on the page: {', '.join(map(repr, closest))}" if closest
+                else f"; the page offers: {', '.join(map(repr, names[:8]))}" if names else "")
+        return FormMismatchError(f"the form at {path} has no {what.removeprefix('the ')}{hint}",
+                                 label=label, path=path, closest=closest)
+    message = _MISMATCH.get(kind, "{label!r}: " + kind).format(
+        label=label, count=problem.get("detail"), detail=problem.get("detail"),
+        shown=_SHOWN.get(str(problem.get("detail")), problem.get("detail")),
+        wants=_WANTS.get(str(problem.get("detail")), "another kind of value"), value=problem.get("value"))
+    if problem.get("button"):
+        message = (f"the button {label!r} stays disabled once the form is filled in" if kind == "disabled"
+                   else message.replace("the field", "the button"))
+    return FormMismatchError(f"{message} (at {path})", label=label, path=path)
+
+
+def _closest(label: str, offered: list[str]) -> list[str]:
+    """The page's labels nearest to ``label`` (case and trailing markers ignored)."""
+    def plain(text: str) -> str:
+        return re.sub(r"[\s*:]+$", "", " ".join(text.split())).casefold()
+
+    by_plain = {plain(text): text for text in offered}
+    nearest = difflib.get_close_matches(plain(label), list(by_plain), n=3, cutoff=0.6)
+    return [by_plain[near] for near in nearest]
+
+
+#: The one way Kansli finds a form's fields, shared by both fill modes (inserted into each script).
+#: A field is named by its ``<label>`` (``for`` or wrapping, without the text of controls inside it),
+#: ``aria-label`` or ``aria-labelledby``; failing any such match, by its placeholder or title. Names
+#: match after collapsing whitespace and dropping a trailing required marker (``*``) and colon; an
+#: exact match wins, a case-insensitive one counts only when it is unique. Radio groups are named by
+#: a ``<fieldset>``'s legend or a ``role=radiogroup``/``group`` element's ARIA name.
+_FORM_HELPERS_JS = """
   const norm = (s) => (s || '').replace(/\\s+/g, ' ').trim();
-  const byLabel = (text) => {
-    for (const label of document.querySelectorAll('label')) {
-      if (norm(label.textContent) === text && label.control) return label.control;
+  const key = (s) => norm(s).replace(/[\\s*:]+$/, '');
+  const folded = (s) => s.toLowerCase();
+  const INNER = 'input, select, textarea, button';
+  const text = (el) => {
+    if (!el.querySelector(INNER)) return el.textContent;
+    const copy = el.cloneNode(true);
+    copy.querySelectorAll(INNER).forEach((inner) => inner.remove());
+    return copy.textContent;
+  };
+  const labelledBy = (el) => (el.getAttribute('aria-labelledby') || '').split(/\\s+/)
+    .map((id) => id && document.getElementById(id)).filter(Boolean).map(text).join(' ');
+  const visible = (el) => {  // from the computed style alone where the browser can: no forced layout
+    if (el.checkVisibility) return el.checkVisibility({visibilityProperty: true});
+    const box = el.getBoundingClientRect();
+    return box.width > 0 && box.height > 0 && getComputedStyle(el).visibility !== 'hidden';
+  };
+  const sleep = (ms) => new Promise((done) => setTimeout(done, ms));
+  const until = async (probe, ms) => {
+    const end = Date.now() + ms;
+    for (;;) {
+      const found = probe();
+      if (found || Date.now() >= end) return found;
+      await sleep(25);
     }
-    for (const el of document.querySelectorAll('[aria-label]')) {
-      if (norm(el.getAttribute('aria-label')) === text) return el;
+  };
+  const names = (el) => [
+    [...(el.labels || [])].map(text).concat([el.getAttribute('aria-label'), labelledBy(el)]),
+    [el.getAttribute('placeholder'), el.getAttribute('title')]];
+  const NOT_FIELDS = new Set(['hidden', 'submit', 'button', 'reset', 'image']);
+  const fieldsOnPage = () => {
+    const found = [];
+    for (const el of document.querySelectorAll('input, select, textarea')) {
+      if (el.tagName !== 'INPUT' || !NOT_FIELDS.has(el.type)) found.push({el, names: names(el)});
     }
-    for (const legend of document.querySelectorAll('fieldset > legend')) {
-      if (norm(legend.textContent) === text) return legend.parentElement;
+    for (const group of document.querySelectorAll('fieldset, [role=radiogroup], [role=group]')) {
+      if (!group.querySelector('input[type=radio]')) continue;
+      const legend = group.tagName === 'FIELDSET' ? group.querySelector(':scope > legend') : null;
+      found.push({el: group, names: [[legend && text(legend), group.getAttribute('aria-label'),
+                                       labelledBy(group)], [group.getAttribute('title')]]});
+    }
+    return found;
+  };
+  const buttonsOnPage = () => [...document.querySelectorAll(
+    'button, input[type=submit], input[type=button], input[type=image], [role=button]')].map((el) => ({
+      el, names: [[el.getAttribute('aria-label'), labelledBy(el),
+                   el.tagName === 'INPUT' ? el.value || el.alt : text(el)], [el.getAttribute('title')]]}));
+  const keyed = (found) => {
+    for (const c of found) c.keys = c.names.map((tier) => tier.map(key).filter(Boolean));
+    return found;
+  };
+  const match = (found, wanted) => {
+    const exact = key(wanted), loose = folded(exact);
+    for (const tier of [0, 1]) {
+      const same = new Set(), similar = new Set();
+      for (const c of found) {
+        for (const k of c.keys[tier]) {
+          if (k === exact) same.add(c.el); else if (folded(k) === loose) similar.add(c.el);
+        }
+      }
+      for (const hits of [same, similar]) {
+        if (!hits.size) continue;
+        const all = [...hits], shown = all.length > 1 ? all.filter(visible) : all;
+        return shown.length === 1 ? shown : all;
+      }
+    }
+    return [];
+  };
+  const kindOf = (el) => {
+    if (el.tagName === 'SELECT') return 'select';
+    if (el.tagName === 'TEXTAREA') return 'text';
+    if (el.tagName !== 'INPUT') return 'radio group';
+    return {checkbox: 'checkbox', radio: 'radio', file: 'file'}[el.type] || 'text';
+  };
+  const option = (el, wanted) => {
+    const offered = [...el.options].filter((o) => !o.disabled), exact = norm(wanted);
+    for (const test of [(o) => norm(o.label) === exact, (o) => o.value === wanted,
+                        (o) => folded(norm(o.label)) === folded(exact)]) {
+      const hits = offered.filter(test);
+      if (hits.length) return hits.length === 1 ? hits[0] : 'ambiguous';
     }
     return null;
   };
+  const offeredOptions = (el) => [...el.options].filter((o) => !o.disabled).map((o) => norm(o.label));
+"""
+
+_RESOLVE_JS = """
+  const ACCEPTS = {text: ['text'], check: ['checkbox', 'radio'], select: ['select'],
+                   radio: ['radio group'], file: ['file']};
+  const SANITIZED = new Set(['date', 'datetime-local', 'month', 'week', 'time', 'number', 'range',
+                             'color']);
+  const radioOf = (group, wanted) => {
+    const radios = [...group.querySelectorAll('input[type=radio]')];
+    const keyed = radios.map((r) => ({el: r, names: [names(r)[0], []]}));
+    for (const c of keyed) c.keys = c.names.map((tier) => tier.map(key).filter(Boolean));
+    const hits = match(keyed, wanted);
+    if (hits.length === 1) return {el: hits[0]};
+    if (hits.length) return {problem: 'ambiguous choice', detail: hits.length};
+    const byValue = keyed.find((c) => c.el.value === wanted);
+    if (byValue) return {problem: 'choice by value', detail: byValue.keys[0][0] || ''};
+    return {problem: 'no choice', offered: keyed.map((c) => c.keys[0][0] || c.el.value)};
+  };
+  const refused = (el) => {
+    if (el.matches(':disabled') || el.getAttribute('aria-disabled') === 'true') return 'disabled';
+    if (el.readOnly || el.getAttribute('aria-readonly') === 'true') return 'read-only';
+    return null;
+  };
+  const valueProblem = (el, value) => {
+    if (el.maxLength >= 0 && value.length > el.maxLength) {
+      return `is ${value.length} characters long; the field takes at most ${el.maxLength}`;
+    }
+    if (el.tagName === 'INPUT' && SANITIZED.has(el.type)) {
+      const probe = document.createElement('input');
+      probe.type = el.type;
+      probe.value = value;
+      if (probe.value !== value) return `is not a valid ${el.type} for the field`;
+    }
+    return null;
+  };
+  const checkField = (f, el) => {
+    const kind = kindOf(el);
+    if (!ACCEPTS[f.kind].includes(kind) || (kind === 'radio' && f.value !== true)) {
+      return {problem: 'kind', detail: kind};
+    }
+    const target = kind === 'radio group' ? radioOf(el, f.value) : {el};
+    if (target.problem) return target;
+    const why = refused(el) || (target.el !== el && refused(target.el));
+    if (why) return {problem: why};
+    if (kind !== 'file' && !visible(target.el)) return {problem: 'hidden'};
+    if (f.kind === 'text') {
+      const detail = valueProblem(el, f.value);
+      if (detail) return {problem: 'value', detail};
+    }
+    if (f.kind === 'select') {
+      const chosen = option(el, f.value);
+      if (chosen === 'ambiguous') return {problem: 'ambiguous choice'};
+      return {el, option: chosen ? chosen.value : null};
+    }
+    return target;
+  };
+  const resolveAll = () => {
+    const found = keyed(fieldsOnPage());
+    const named = new Map();
+    const resolved = fields.map((f) => {
+      const hits = match(found, f.label);
+      if (!hits.length) return {problem: 'missing'};
+      if (hits.length > 1) return {problem: 'ambiguous', detail: hits.length};
+      if (named.has(hits[0])) return {problem: 'same field', detail: named.get(hits[0])};
+      named.set(hits[0], f.label);
+      return checkField(f, hits[0]);
+    });
+    let pressed = null;
+    if (button !== null) {
+      const hits = match(keyed(buttonsOnPage()), button);
+      pressed = hits.length === 1 ? {el: hits[0]}
+        : {problem: hits.length ? 'ambiguous' : 'missing', detail: hits.length};
+    }
+    return {resolved, pressed, found};
+  };
+  const WAIT_FOR = new Set(['missing', 'ambiguous', 'disabled', 'read-only', 'hidden']);
+  const waitable = (state) => [...state.resolved, state.pressed].some((r) => r && WAIT_FOR.has(r.problem));
+  const stuck = (state) => [...state.resolved, state.pressed].some((r) => r && r.problem);
+  let state = resolveAll();
+  const end = Date.now() + options.graceMs;
+  while (waitable(state) && Date.now() < end) {
+    await sleep(50);
+    state = resolveAll();
+  }
+  const report = (r, f, isButton) => ({label: isButton ? button : f.label, button: isButton,
+    problem: r.problem, detail: r.detail, offered: r.offered,
+    value: !isButton && r.problem.includes('choice') ? f.value : undefined});
+  if (stuck(state)) {
+    const problems = state.resolved.map((r, i) => r.problem ? report(r, fields[i], false) : null)
+      .filter(Boolean);
+    if (state.pressed && state.pressed.problem) problems.push(report(state.pressed, null, true));
+    const missing = problems.filter((p) => p.problem === 'missing');
+    const labels = missing.some((p) => !p.button) ? state.found.flatMap((c) => c.names.flat()) : [];
+    const buttons = missing.some((p) => p.button) ? buttonsOnPage().flatMap((c) => c.names.flat()) : [];
+    return {problems, labels: [...new Set(labels.map(norm).filter(Boolean))],
+            buttons: [...new Set(buttons.map(norm).filter(Boolean))]};
+  }
+  document.querySelectorAll('[data-kansli-field]').forEach((el) => el.removeAttribute('data-kansli-field'));
+  const mark = (el, name) => el.setAttribute('data-kansli-field', `${options.nonce}-${name}`);
+  state.resolved.forEach((r, i) => {  // fast fill marks only the fields Playwright fills: files
+    if (!options.fast || fields[i].kind === 'file') mark(r.el, i);
+  });
+  if (state.pressed && !options.press) mark(state.pressed.el, 'button');
+"""
+
+#: Per-field fill: find and mark every field (and the button) in one round trip; the caller fills.
+_MARK_FIELDS_JS = ("async ([fields, button, options]) => {" + _FORM_HELPERS_JS + _RESOLVE_JS + """
+  return {problems: [],
+          fields: state.resolved.map((r) => ({option: r.option === undefined ? null : r.option})),
+          buttonDisabled: state.pressed ? state.pressed.el.disabled === true : false};
+}""")
+
+#: Fast fill: find every field as above, then set them all (and press the button) in the same trip.
+_FAST_FILL_JS = ("async ([fields, button, options]) => {" + _FORM_HELPERS_JS + _RESOLVE_JS + """
   const setValue = (el, value) => {
-    const proto = Object.getPrototypeOf(el);
-    const setter = Object.getOwnPropertyDescriptor(proto, 'value');
-    if (setter && setter.set) setter.set.call(el, value); else el.value = value;
+    const own = Object.getOwnPropertyDescriptor(Object.getPrototypeOf(el), 'value');
+    if (own && own.set) own.set.call(el, value); else el.value = value;
   };
   const fire = (el) => {
     el.dispatchEvent(new Event('input', {bubbles: true}));
     el.dispatchEvent(new Event('change', {bubbles: true}));
   };
-  const missing = [], unknown = [];
-  for (const f of fields) {
-    const el = byLabel(f.label);
-    if (!el) { missing.push(f.label); continue; }
+  for (const [i, f] of fields.entries()) {
+    const el = state.resolved[i].el;
+    if (f.kind === 'file') continue;
     el.focus && el.focus();
-    if (f.kind === 'check') { el.checked = f.value; fire(el); }
-    else if (f.kind === 'select') {
-      const option = [...el.options].find((o) => norm(o.label) === f.value || o.value === f.value);
-      if (!option) { unknown.push(f.label + ': ' + f.value); continue; }
-      setValue(el, option.value); fire(el);
+    if (f.kind === 'check') {
+      if (el.checked !== f.value) { el.checked = f.value; fire(el); }
+    } else if (f.kind === 'select') {
+      const chosen = await until(() => option(el, f.value), options.waitMs);
+      if (!chosen || chosen === 'ambiguous') {
+        return {problems: [{label: f.label, problem: chosen ? 'ambiguous choice' : 'no choice',
+                            value: f.value, offered: offeredOptions(el)}]};
+      }
+      setValue(el, chosen.value); fire(el);
     } else if (f.kind === 'radio') {
-      const radio = [...el.querySelectorAll('input[type=radio]')].find(
-        (r) => [...(r.labels || [])].some((l) => norm(l.textContent) === f.value) || r.value === f.value);
-      if (!radio) { unknown.push(f.label + ': ' + f.value); continue; }
-      radio.checked = true; fire(radio);
+      if (!el.checked) { el.checked = true; fire(el); }
     } else { setValue(el, f.value); fire(el); }
     el.blur && el.blur();
   }
-  if (button !== null && !missing.length && !unknown.length) {
-    const target = [...document.querySelectorAll('button, input[type=submit]')].find(
-      (b) => norm(b.textContent || b.value) === button);
-    if (!target) missing.push('button ' + button); else target.click();
+  if (state.pressed && options.press) {
+    const target = state.pressed.el;
+    if (!await until(() => !target.disabled, options.waitMs)) {
+      return {problems: [{label: button, button: true, problem: 'disabled'}]};
+    }
+    target.click();
   }
-  return {missing, unknown};
-}"""
+  return {problems: []};
+}""")
 
+#: Per-field fill of a late choice: wait for the option, then say its value (or why not).
+_WAIT_OPTION_JS = ("async (el, [wanted, ms]) => {" + _FORM_HELPERS_JS + """
+  const chosen = await until(() => option(el, wanted), ms);
+  if (chosen && chosen !== 'ambiguous') return {value: chosen.value};
+  return {problem: chosen ? 'ambiguous choice' : 'no choice', offered: offeredOptions(el)};
+}""")
 
-async def _fill_fast(page: Page, values: Mapping[str, FieldValue], button: str | None = None) -> None:
-    specs = [_fast_spec(label, value) for label, value in values.items()]
-    try:
-        outcome: dict[str, list[str]] = await page.evaluate(_FAST_FILL_JS, [specs, button])
-    except PlaywrightError as error:
-        raise target_error(error, page) from None
-    if outcome["missing"]:
-        raise KansliError(f"the form at {_where(page.url)} has no {', '.join(outcome['missing'])}")
-    if outcome["unknown"]:
-        raise InputError(f"no such choice in the form: {', '.join(outcome['unknown'])}")
+_WAIT_ENABLED_JS = ("async (el, ms) => {" + _FORM_HELPERS_JS + """
+  return !!(await until(() => !el.disabled, ms));
+}""")
 
 
 _FIELD_ERRORS_JS = """() => {
@@ -454,7 +886,10 @@ class BrowserPool:
     """N logged-in contexts of one browser; :meth:`session` leases one per item.
 
     ``login`` logs a page in (raising :class:`~shared.errors.LoginError` when the credentials are
-    refused); it runs once per context, and again after a :class:`SessionExpiredError`. Contexts do
+    refused); it runs once per context, and again after a :class:`SessionExpiredError`. A failed
+    login costs a context, not the run: the pool goes on with the contexts that logged in and retries
+    the others in the background with backoff (a refusal is not retried); it fails only when no
+    context could log in. Contexts do
     not share one storage state: a server-side session holds the form being filled in, so each
     context needs its own. With ``trace``, each lease records a trace chunk (actions, errors and
     timings; DOM snapshots and network only with ``trace_snapshots``, which costs ~15% throughput).
@@ -470,14 +905,28 @@ class BrowserPool:
     trace_snapshots: bool = False
     _idle: asyncio.Queue[BrowserSession] = field(init=False)
     _sessions: list[BrowserSession] = field(init=False, default_factory=list)
+    _serving: set[int] = field(init=False, default_factory=set)
+    _revivals: list[asyncio.Future[None]] = field(init=False, default_factory=list)
 
     async def __aenter__(self) -> BrowserPool:
         self._idle = asyncio.Queue()
         try:
+            failed: list[tuple[BrowserSession, TargetError]] = []
             for number in range(1, self.size + 1):
                 session = await self._open(number)
                 self._sessions.append(session)
-                self._idle.put_nowait(session)
+                try:
+                    await self._log_in(session)
+                except TargetError as error:  # LoginError too: the credentials were refused
+                    if isinstance(error, LoginError) and not self.in_use:
+                        raise  # trying them again in another context could lock the account
+                    failed.append((session, error))
+                    continue
+                self._serve(session)
+            if not self.in_use:
+                raise failed[-1][1]
+            for session, refusal in failed:
+                self._park(session, refusal)
         except BaseException:
             await self.close()
             raise
@@ -486,20 +935,63 @@ class BrowserPool:
     async def __aexit__(self, *_: object) -> None:
         await self.close()
 
+    @property
+    def in_use(self) -> int:
+        """How many contexts are logged in and serve items (a context whose login failed does not)."""
+        return len(self._serving)
+
     async def close(self) -> None:
         """Close every context (the browser stays open; :func:`open_browser` owns it)."""
+        for revival in self._revivals:
+            revival.cancel()
+        await asyncio.gather(*self._revivals, return_exceptions=True)
+        self._revivals.clear()
         for session in self._sessions:
             try:
                 await session.context.close()
             except PlaywrightError:
                 pass
         self._sessions.clear()
+        self._serving.clear()
 
     async def _open(self, number: int) -> BrowserSession:
         context = await new_context(self.browser, self.settings)
-        session = BrowserSession(number, context, await context.new_page())
-        await self._log_in(session)
-        return session
+        return BrowserSession(number, context, await context.new_page())
+
+    def _serve(self, session: BrowserSession) -> None:
+        self._serving.add(session.number)
+        self._idle.put_nowait(session)
+
+    def _park(self, session: BrowserSession, error: TargetError) -> None:
+        """Go on without a context whose login failed; retry it in the background (not a refusal)."""
+        again = "" if isinstance(error, LoginError) else "; its login is retried in the background"
+        logger.warning("browser context {} could not log in ({}): going on with {} of {} context(s){}",
+                       session.number, error, self.in_use, self.size, again)
+        if not isinstance(error, LoginError):
+            self._revivals.append(asyncio.ensure_future(self._revive(session)))
+
+    async def _revive(self, session: BrowserSession) -> None:
+        """Log a parked context in after a growing pause, up to ``retry.attempts`` rounds."""
+        for round_number in range(self.retry.attempts):
+            pause = self.retry.backoff_initial * 2 ** (round_number + 1)
+            await asyncio.sleep(min(self.retry.backoff_max, pause))
+            try:
+                await self._log_in(session)
+            except TargetError as error:
+                logger.debug("browser context {} still cannot log in: {}", session.number, error)
+                if isinstance(error, LoginError):
+                    return
+                continue
+            except Exception as error:  # noqa: BLE001 - a background task: log, never lose the error
+                logger.warning("browser context {} gave up logging in: {}", session.number,
+                               redact(str(error).splitlines()[0] if str(error) else type(error).__name__))
+                return
+            self._serve(session)
+            logger.info("browser context {} logged in after all: {} of {} in use", session.number,
+                        self.in_use, self.size)
+            return
+        logger.warning("browser context {} could not log in; the run goes on with {} of {} context(s)",
+                       session.number, self.in_use, self.size)
 
     async def _log_in(self, session: BrowserSession) -> None:
         """Log in (with retries for an unavailable target), with tracing stopped meanwhile."""

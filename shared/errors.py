@@ -15,7 +15,9 @@ CLI ends with when it reaches the top::
     ├── TargetError                  1  the target system misbehaved: retried with backoff
     │   ├── TargetUnavailableError   1    it did not answer, or answered 5xx
     │   ├── SessionExpiredError      1    the login is gone; log in again and retry
+    │   ├── UncertainSubmitError     1    a submit had no visible outcome: reconciled, then retried
     │   └── LoginError               1    the credentials were refused: never retried
+    ├── FormMismatchError            1  the robot no longer fits the target's form: never retried
     ├── SystemicFailureError         1  items in a row failed alike (target down): the run stopped early
     ├── RunCancelledError          130  Ctrl-C or SIGTERM ended the run
     └── AuditError                   1  the audit trail failed verification or could not be written
@@ -90,6 +92,16 @@ class SessionExpiredError(TargetError):
     """The target's session ended; log in again, then retry."""
 
 
+class UncertainSubmitError(TargetError):
+    """A submit was sent but its outcome is unknown (no new page, no success sign in time).
+
+    It may have been stored: the item machinery asks the robot's reconcile step before the retry,
+    so :attr:`needs_reconcile` is set; without a reconcile step a retry may submit twice.
+    """
+
+    needs_reconcile = True
+
+
 class LoginError(TargetError):
     """The target refused the credentials. Never retried: it would only lock the account."""
 
@@ -100,6 +112,22 @@ class SystemicFailureError(KansliError):
     The target is down or the robot no longer fits it; going on would spend every remaining item's
     retries on the same failure. The items not yet taken stay pending for the next run.
     """
+
+class FormMismatchError(KansliError):
+    """The robot does not fit the page: a label the form lacks (or has twice), a field it cannot
+    fill (disabled, read-only, hidden) or a value of the wrong kind for the field.
+
+    Not bad data and not a misbehaving target: the robot (or the page) changed, and every item would
+    fail the same way, so it is never retried. ``label``, ``path`` (the page's URL path) and
+    ``closest`` (labels the page does offer) say what did not fit.
+    """
+
+    def __init__(self, message: str, *, label: str = "", path: str = "",
+                 closest: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.label = label
+        self.path = path
+        self.closest = closest
 
 
 class RunCancelledError(KansliError):
@@ -116,6 +144,13 @@ class AuditError(KansliError):
 RETRYABLE: tuple[type[BaseException], ...] = (TargetError,)
 
 
-def is_retryable(error: BaseException) -> bool:
-    """True when retrying the failed step may help (a target error, not a login refusal)."""
+def is_retryable(error: BaseException, *, can_reconcile: bool = True) -> bool:
+    """True when retrying the failed step may help (a target error, not a login refusal).
+
+    An error whose step may have had its effect (``needs_reconcile``, an uncertain submit) is retried
+    only when the robot can look for that effect first (``can_reconcile``): else a retry might do it
+    twice.
+    """
+    if getattr(error, "needs_reconcile", False) and not can_reconcile:
+        return False
     return isinstance(error, RETRYABLE) and not isinstance(error, LoginError)

@@ -300,10 +300,11 @@ class ItemProcessor:
     def _retry_policy(self) -> dict[str, Any]:
         """Target errors are retried with exponential backoff; everything else ends the item."""
         settings = self.context.retry
+        can_reconcile = self.reconcile is not None  # an uncertain submit is retried only after a look
         return {
             "stop": stop_after_attempt(settings.attempts),
             "wait": wait_exponential(multiplier=settings.backoff_initial, max=settings.backoff_max),
-            "retry": retry_if_exception(is_retryable),
+            "retry": retry_if_exception(lambda error: is_retryable(error, can_reconcile=can_reconcile)),
             "before_sleep": _log_retry,
             "reraise": True,
         }

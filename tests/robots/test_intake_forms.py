@@ -10,6 +10,7 @@ import time
 import zipfile
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from openpyxl import load_workbook
@@ -268,3 +269,58 @@ def test_the_site_going_down_stops_the_run_early_and_a_rerun_finishes_the_rest(
     again = kansli("run", "intake_forms", "-p", f"input={source}", "-p", "fast=true", cwd=kansli_env)
     assert again.returncode == 3, again.stdout + again.stderr  # 1 bad row (14) of 30
     one_case_per_valid_row(eservice, rows)
+
+
+def test_a_label_typo_in_the_robot_ends_each_row_at_once_naming_the_label(
+    eservice: RunningSite, kansli_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import robots.intake_forms as intake_forms
+
+    monkeypatch.setenv("KANSLI_BROWSER__TIMEOUT_MS", "120000")  # a locator wait would hang the test
+    real_errand = intake_forms.errand
+
+    def errand_with_typo(intake: intake_forms.Intake) -> dict[str, Any]:
+        values = real_errand(intake)
+        values["Er referns"] = values.pop("Er referens")
+        return values
+
+    monkeypatch.setattr(intake_forms, "errand", errand_with_typo)
+    from demo.scale import scaled_register
+
+    scaled = scaled_register(kansli_env / "inkomna.xlsx", 100, source=INTAKE, key_column="Referens",
+                             valid_only=False)
+    for fast, source in ((False, INTAKE), (True, scaled)):  # the 100-row demo register; other keys
+        started = time.monotonic()
+        record = Runner().run("intake_forms", {"input": str(source), "output_dir": str(kansli_env / "ut"),
+                                               "fast": fast})
+        took = time.monotonic() - started
+        assert record.status == "failed" and record.items_app_error == 5, record.error  # stopped early
+        assert "stopped early: 5 items in a row failed with FormMismatchError" in (record.error or "")
+        assert "'Er referns'" in (record.error or "")
+        failed = [item for item in Runner().store.list_items(record.run_id) if item.outcome == "app_error"]
+        for item in failed:
+            assert item.attempts == 1 and item.error_class == "FormMismatchError", item
+            assert "the form at /ansokan/steg2 has no field 'Er referns'" in (item.error or "")
+            assert "closest on the page: 'Er referens'" in (item.error or "")
+        assert took < 60, f"{took:.0f} s: the typo was waited on or retried"  # was 31.5 s a row
+    assert eservice.cases() == []
+
+
+def test_a_failed_login_of_one_context_costs_that_context_not_the_run(
+    kansli_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.shared.test_browser import seeded_site
+
+    # With this seed, of the first 76 requests only the 4th to 6th fail (5% of requests fail after
+    # that): the first context logs in (GET /login, POST /login, GET /ansokan/steg1), the second
+    # context's three login attempts (GET /login) all fail, every row goes through.
+    rows = list(range(2, 7))
+    source = register(kansli_env / "inkomna.xlsx", rows)
+    with seeded_site(tmp_path, monkeypatch, FaultConfig(error_rate=0.05, seed=1225119)) as eservice:
+        record = Runner().run("intake_forms", {"input": str(source), "output_dir": str(kansli_env / "ut"),
+                                               "workers": 2})
+        assert record.status == "succeeded", record.error
+        assert record.items_done == len(rows)
+        one_case_per_valid_row(eservice, rows)
+    log = (Path(record.run_dir or "") / "log.txt").read_text(encoding="utf-8")
+    assert "browser context 2 could not log in" in log and "HTTP 500" in log, log

@@ -41,11 +41,11 @@ def defined_classes() -> dict[str, type[KansliError]]:
 
 
 TREE = drawn_tree()
-RETRIED = {"TargetError", "TargetUnavailableError", "SessionExpiredError"}
+RETRIED = {"TargetError", "TargetUnavailableError", "SessionExpiredError", "UncertainSubmitError"}
 
 
 def test_the_drawing_names_exactly_the_defined_classes() -> None:
-    assert len(TREE) >= 16, "the docstring drawing no longer parses"
+    assert len(TREE) == 18, "the docstring drawing no longer parses"
     assert sorted(TREE) == sorted(defined_classes())
 
 
@@ -102,3 +102,18 @@ def test_errors_keep_their_message_and_survive_pickling(name: str) -> None:
     assert str(error) == error.message == "rad 7: fältet 'belopp' saknas"
     copy = pickle.loads(pickle.dumps(error))
     assert type(copy) is type(error) and str(copy) == str(error) and copy.exit_code == error.exit_code
+
+
+def test_a_form_mismatch_keeps_what_did_not_fit_through_pickling() -> None:
+    error = errors.FormMismatchError("no field 'Nman'", label="Nman", path="/ansokan/steg1",
+                                     closest=("Namn",))
+    copy = pickle.loads(pickle.dumps(error))
+    assert (copy.label, copy.path, copy.closest) == ("Nman", "/ansokan/steg1", ("Namn",))
+    assert not is_retryable(copy) and not isinstance(copy, errors.InputError | errors.TargetError)
+    assert errors.UncertainSubmitError("x").needs_reconcile and is_retryable(errors.UncertainSubmitError("x"))
+
+
+def test_an_uncertain_submit_is_retried_only_where_reconcile_can_look_first() -> None:
+    uncertain = errors.UncertainSubmitError("no answer to the submit")
+    assert is_retryable(uncertain) and not is_retryable(uncertain, can_reconcile=False)
+    assert is_retryable(errors.TargetUnavailableError("503"), can_reconcile=False)

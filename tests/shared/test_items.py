@@ -14,7 +14,13 @@ from typing import Any
 
 import pytest
 
-from shared.errors import InputError, LoginError, RunCancelledError, TargetUnavailableError
+from shared.errors import (
+    InputError,
+    LoginError,
+    RunCancelledError,
+    TargetUnavailableError,
+    UncertainSubmitError,
+)
 from shared.items import CRASH_AT_ENV, MAX_ERROR_LENGTH, ItemResult, WorkItem, crash_point, describe_error
 from shared.queue import QueueItem, WorkQueue
 from shared.redaction import SECRET_MASK, register_secret
@@ -116,8 +122,9 @@ def test_a_returning_handler_ends_done_with_its_output_also_once_target_errors_c
     (InputError("rad 3: ogiltigt datum"), "business_error", 1),
     (TargetUnavailableError("the target answered 503"), "app_error", ATTEMPTS),
     (LoginError("the credentials were refused"), "app_error", 1),
+    (UncertainSubmitError("no answer to the submit"), "app_error", 1),  # no reconcile step: no retry
     (KeyError("Diarienummer"), "app_error", 1),
-], ids=["input", "target", "login", "unexpected"])
+], ids=["input", "target", "login", "uncertain-without-reconcile", "unexpected"])
 def test_a_failing_handler_is_tried_as_often_as_its_error_allows(
     new_run: NewRun, mode: str, error: Exception, outcome: str, tries: int
 ) -> None:
