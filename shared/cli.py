@@ -8,9 +8,10 @@ Heavy modules are imported inside the commands, so ``kansli --help`` stays fast.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TextIO
 
 import typer
 
@@ -167,19 +168,22 @@ def run_command(
 
 
 class _RichProgress:
-    """Draws a Rich progress bar over a run's items."""
+    """Draws a Rich progress bar over a run's items, on a terminal only, from the run's first item count
+    (a run that fails to start draws nothing; a redirected stderr gets no stray newline)."""
 
     def __init__(self, enabled: bool) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
         self.bar = Progress(
             "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), console=console(stderr=True), disable=not enabled, transient=True,
+            TimeElapsedColumn(), console=console(stderr=True), transient=True,
+            disable=not enabled or not sys.stderr.isatty(),
         )
         self.task: Any = None
 
     def start(self, total: int | None) -> None:
         if self.task is None:
+            self.bar.start()
             self.task = self.bar.add_task("items", total=total)
         else:
             self.bar.update(self.task, total=total, completed=0)
@@ -189,7 +193,6 @@ class _RichProgress:
             self.bar.advance(self.task)
 
     def __enter__(self) -> _RichProgress:
-        self.bar.start()
         return self
 
     def __exit__(self, *_: object) -> None:
@@ -295,7 +298,12 @@ def _runner() -> Any:
 
 
 def _find_run(runner: Any, run_id: str) -> RunRecord:
-    record = runner.store.find_run(run_id)
+    from shared.errors import UsageError
+
+    try:
+        record = runner.store.find_run(run_id)
+    except UsageError as error:  # an ambiguous prefix: the candidates are in the message
+        fail(str(error), error.exit_code)
     if record is None:
         fail(f"no run with id {run_id!r} (see `kansli runs`)", 2)
     return record
@@ -485,10 +493,53 @@ def demo_site_command(
         fail(f"the demo e-service could not listen on {host}:{port}: {error}", 1)
 
 
+class _QuietWhenClosed:
+    """A standard stream that, once its reader has gone (``kansli run ... | head``), drops the rest of
+    the output instead of failing, so the command still ends with its own exit code.
+
+    Python ignores SIGPIPE, so a write to a closed pipe raises :class:`BrokenPipeError` (which Click
+    would turn into exit 1). The stream's file descriptor is then pointed at ``/dev/null``, so the
+    buffered rest, flushed at exit, goes nowhere without a second error.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self.closed_by_reader = False
+
+    def write(self, text: str) -> int:
+        if not self.closed_by_reader:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._drop()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.closed_by_reader:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._drop()
+
+    def _drop(self) -> None:
+        self.closed_by_reader = True
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):
+            pass
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def main() -> None:
     """Entry point of the ``kansli`` script."""
     from shared.errors import KansliError
 
+    sys.stdout = _QuietWhenClosed(sys.stdout)
+    sys.stderr = _QuietWhenClosed(sys.stderr)
     try:
         app()
     except KansliError as error:  # raised outside a command's own handling

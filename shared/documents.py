@@ -12,13 +12,15 @@ import zipfile
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from docxtpl import DocxTemplate
 from jinja2 import Environment, Template, UndefinedError
 
 from shared.errors import InputError, TemplateFieldError
 from shared.files import atomic_path
+
+if TYPE_CHECKING:
+    from docxtpl import DocxTemplate
 
 
 def format_kronor(amount: int | float | Decimal | None) -> str:
@@ -74,6 +76,8 @@ class DocumentTemplate:
             raise InputError(f"{path}: the template does not parse: {error}") from None
 
     def _load(self) -> DocxTemplate:
+        from docxtpl import DocxTemplate  # here, not at the top: listing robots must not import docxtpl
+
         return DocxTemplate(io.BytesIO(self._content))
 
     def require(self, provided: Iterable[str]) -> None:

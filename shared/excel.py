@@ -16,16 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Generic, TypeVar
 
-from openpyxl import load_workbook
-from openpyxl.utils.exceptions import InvalidFileException
-from openpyxl.workbook.workbook import Workbook
-from openpyxl.worksheet.worksheet import Worksheet
 from pydantic import AfterValidator, BaseModel, ValidationError
 
 from shared.errors import InputError
 from shared.files import atomic_path
 
 if TYPE_CHECKING:
+    from openpyxl.workbook.workbook import Workbook
+    from openpyxl.worksheet.worksheet import Worksheet
+
     from shared.items import ItemResult
 
 M = TypeVar("M", bound=BaseModel)
@@ -43,6 +42,9 @@ class Row(Generic[M]):
 
 def open_workbook(path: Path, *, read_only: bool) -> Workbook:
     """Open an .xlsx file, or raise :class:`InputError` saying what is wrong with it."""
+    from openpyxl import load_workbook  # here, not at the top: listing robots must not import openpyxl
+    from openpyxl.utils.exceptions import InvalidFileException
+
     if not path.exists():
         raise InputError(f"{path}: file not found")
     if path.is_dir():

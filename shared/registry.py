@@ -17,11 +17,12 @@ import pkgutil
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
-from shared.errors import ConfigError, ParameterError, UnknownRobotError
+from shared.errors import ConfigError, KansliError, ParameterError, UnknownRobotError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -132,13 +133,19 @@ def spec_of(function: Callable[..., Any]) -> RobotSpec:
 
 
 def discover(package: str = "robots") -> dict[str, RobotSpec]:
-    """Import every public module of ``package`` and collect its robots by name."""
-    root = importlib.import_module(package)
+    """Import every public module of ``package`` and collect its robots by name.
+
+    A package or robot module that cannot be imported is a :class:`ConfigError` naming it (exit 4).
+    """
+    root = _import(package, package)
+    if not hasattr(root, "__path__"):
+        raise ConfigError(f"the robots package {package!r} (KANSLI_ROBOTS_PACKAGE) is a module, "
+                          "not a package of robot modules")
     found: dict[str, RobotSpec] = {}
     for module_info in pkgutil.iter_modules(root.__path__):
         if module_info.name.startswith("_"):
             continue
-        module = importlib.import_module(f"{package}.{module_info.name}")
+        module = _import(f"{package}.{module_info.name}", package)
         for value in vars(module).values():
             spec = getattr(value, _ATTRIBUTE, None)
             if not isinstance(spec, RobotSpec) or spec.module != module.__name__:
@@ -150,6 +157,22 @@ def discover(package: str = "robots") -> dict[str, RobotSpec]:
                 )
             found[spec.name] = spec
     return dict(sorted(found.items()))
+
+
+def _import(module_name: str, package: str) -> ModuleType:
+    """Import a module of the robots package; any failure is one :class:`ConfigError` line."""
+    try:
+        return importlib.import_module(module_name)
+    except KansliError:
+        raise
+    except SyntaxError as error:
+        where = f"{error.filename}, line {error.lineno}" if error.filename else module_name
+        raise ConfigError(f"cannot import robot module {module_name} ({where}): "
+                          f"{error.msg}") from None
+    except Exception as error:  # noqa: BLE001 - a robot module's import may raise anything
+        what = (f"the robots package {package!r} (KANSLI_ROBOTS_PACKAGE)" if module_name == package
+                else f"robot module {module_name}")
+        raise ConfigError(f"cannot import {what}: {type(error).__name__}: {error}") from None
 
 
 def get_robot(name: str, package: str = "robots") -> RobotSpec:

@@ -224,3 +224,14 @@ def test_a_context_moves_to_a_fresh_page_after_page_items_and_stays_logged_in(
     seen = with_pool(settings, body)
     assert [tab for tab, _ in seen] == ["tab0", "tab0", "tab2", "tab2", "tab4"]
     assert {path for _, path in seen} == {"/ansokan/steg1"}
+
+
+def test_the_error_classes_caught_are_playwrights_public_ones() -> None:
+    """shared.browser takes them from playwright._impl._errors (cheap to import): they must stay the
+    very classes playwright.async_api raises, or a Playwright error would escape the mapping."""
+    import playwright.async_api
+
+    import shared.browser
+
+    assert shared.browser.PlaywrightError is playwright.async_api.Error
+    assert shared.browser.PlaywrightTimeoutError is playwright.async_api.TimeoutError

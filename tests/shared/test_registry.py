@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -8,6 +10,7 @@ import pytest
 from robots.decision_letters import decision_letters
 from shared.errors import ConfigError, ParameterError, UnknownRobotError
 from shared.registry import discover, get_robot, robot, spec_of
+from tests.conftest import REPO
 
 
 def test_decorator_returns_the_function_unchanged() -> None:
@@ -58,3 +61,57 @@ def test_duplicate_robot_names_are_an_error(tmp_path: Path, monkeypatch: pytest.
     finally:
         for name in [name for name in sys.modules if name.startswith("dup_robots")]:
             del sys.modules[name]
+
+
+HEAVY_LIBRARIES = ("playwright.async_api", "docxtpl", "docx", "openpyxl")
+
+
+def test_discovery_does_not_import_the_robots_heavy_libraries() -> None:
+    """Listing robots must stay fast: robots import playwright, docxtpl, openpyxl when they run."""
+    script = (
+        "import json, sys\n"
+        "from shared.registry import discover\n"
+        "robots = discover('robots')\n"
+        f"print(json.dumps([sorted(robots), [m for m in {HEAVY_LIBRARIES!r} if m in sys.modules]]))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO,
+                            timeout=120, check=True)
+    robots, imported = json.loads(result.stdout)
+    assert {"decision_letters", "intake_forms"} <= set(robots)
+    assert imported == []
+
+
+def _package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, files: dict[str, str]) -> None:
+    package = tmp_path / name
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    for file_name, text in files.items():
+        (package / file_name).write_text(text)
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+
+def test_a_robots_package_that_cannot_be_imported_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="cannot import the robots package 'no_such_robots' "
+                       r"\(KANSLI_ROBOTS_PACKAGE\): ModuleNotFoundError"):
+        discover("no_such_robots")
+    with pytest.raises(ConfigError, match="is a module, not a package"):
+        discover("shared.errors")
+
+
+def test_a_robot_module_that_cannot_be_imported_is_a_config_error_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _package(tmp_path, monkeypatch, "broken_robots", {
+        "syntax.py": "def robot(:\n",
+    })
+    _package(tmp_path, monkeypatch, "missing_robots", {"needs.py": "import no_such_library\n"})
+    try:
+        with pytest.raises(ConfigError, match=r"robot module broken_robots.syntax \(.*syntax.py, line 1\)"):
+            discover("broken_robots")
+        with pytest.raises(ConfigError, match="robot module missing_robots.needs: ModuleNotFoundError: "
+                           "No module named 'no_such_library'"):
+            discover("missing_robots")
+    finally:
+        for name in [name for name in sys.modules if name.endswith("_robots") or "_robots." in name]:
+            if name.startswith(("broken_robots", "missing_robots")):
+                del sys.modules[name]
