@@ -161,7 +161,7 @@ def run_command(
         fail(str(error), error.exit_code)
     items = runner.store.list_items(record.run_id)
     if as_json:
-        emit_json({"run": record.as_dict(), "items": [item.as_dict() for item in items]})
+        emit_json({"run": run_json(record), "items": [run_json(item) for item in items]})
     else:
         _print_summary(record, items)
     raise typer.Exit(EXIT_CODES.get(record.status, 1))
@@ -211,11 +211,16 @@ def styled(status: str) -> str:
     return f"[{STATUS_STYLES.get(status, 'white')}]{status}[/]"
 
 
-def _print_summary(record: RunRecord, items: list[ItemRecord]) -> None:
+def _print_summary(record: RunRecord, items: list[ItemRecord], utc: bool = False) -> None:
     from rich.table import Table
+
+    from shared.clock import local_time
 
     out = console()
     out.print(f"Run [bold]{record.run_id}[/] of [bold]{record.robot}[/]: {styled(record.status)}")
+    finished = local_time(record.finished_at, seconds=True, utc=utc) or "-"
+    out.print(f"started: {local_time(record.started_at, seconds=True, utc=utc)}  finished: {finished}",
+              highlight=False)
     table = Table(show_header=True, header_style="bold")
     for column in ("done", "skipped (done before)", "business errors", "app errors", "total"):
         table.add_column(column, justify="right")
@@ -256,35 +261,58 @@ def runs_command(
     ] = None,
     limit: Annotated[int, typer.Option(help="At most this many runs.")] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    utc: Annotated[bool, typer.Option("--utc", help=UTC_HELP)] = False,
 ) -> None:
-    """Show the run history, newest first."""
+    """Show the run history, newest first (times in the settings' time zone, KANSLI_TIMEZONE)."""
     from rich.table import Table
+
+    from shared.clock import local_time
 
     runner = _runner()
     runner.reap_interrupted()
-    records = runner.store.list_runs(robot=robot, status=status, since=_since(since), limit=limit)
+    records = runner.store.list_runs(robot=robot, status=status, since=_since(since, utc), limit=limit)
     if as_json:
-        emit_json([record.as_dict() for record in records])
+        emit_json([run_json(record) for record in records])
         return
     table = Table(title="Runs")
     for column in ("run id", "robot", "status", "trigger", "actor", "started", "items", "failed"):
         table.add_column(column)
     for record in records:
         table.add_row(record.run_id, record.robot, styled(record.status), record.trigger,
-                      record.actor, record.started_at[:19].replace("T", " "),
+                      record.actor, local_time(record.started_at, utc=utc),
                       str(record.items_total), str(record.items_failed))
     console().print(table)
 
 
-def _since(value: str | None) -> str | None:
+UTC_HELP = "Show times in UTC instead of the settings' time zone (KANSLI_TIMEZONE)."
+TIME_FIELDS = ("started_at", "finished_at")
+
+
+def run_json(record: RunRecord | ItemRecord) -> dict[str, Any]:
+    """A run or item for JSON output: its times ISO 8601 with their UTC offset."""
+    from shared.clock import iso_with_offset
+
+    values = record.as_dict()
+    for name in TIME_FIELDS:
+        if name in values:
+            values[name] = iso_with_offset(values[name])
+    return values
+
+
+def _since(value: str | None, utc: bool = False) -> str | None:
+    """``--since DAY``: from midnight of that day in the settings' time zone (UTC with ``--utc``)."""
     if value is None:
         return None
-    from datetime import date
+    from datetime import UTC, date, datetime, time
+
+    from shared.clock import zone
 
     try:
-        return date.fromisoformat(value).isoformat()
+        day = date.fromisoformat(value)
     except ValueError:
         fail(f"--since {value!r}: expected a date as YYYY-MM-DD", 2)
+    midnight = datetime.combine(day, time(), tzinfo=UTC if utc else zone())
+    return midnight.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 def _runner() -> Any:
@@ -313,19 +341,18 @@ def _find_run(runner: Any, run_id: str) -> RunRecord:
 def show_command(
     run_id: Annotated[str, typer.Argument(help="The run id (or a unique prefix).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    utc: Annotated[bool, typer.Option("--utc", help=UTC_HELP)] = False,
 ) -> None:
-    """Show one run with its items."""
+    """Show one run with its items (times in the settings' time zone, KANSLI_TIMEZONE)."""
     runner = _runner()
     record = _find_run(runner, run_id)
     items = runner.store.list_items(record.run_id)
     if as_json:
-        emit_json({"run": record.as_dict(), "items": [item.as_dict() for item in items]})
+        emit_json({"run": run_json(record), "items": [run_json(item) for item in items]})
         return
-    _print_summary(record, [])
+    _print_summary(record, [], utc=utc)
     out = console()
     out.print(f"robot: {record.robot}  trigger: {record.trigger}  actor: {record.actor}",
-              highlight=False)
-    out.print(f"started: {record.started_at}  finished: {record.finished_at or '-'}",
               highlight=False)
     out.print(f"params: {json.dumps(record.params, ensure_ascii=False)}", highlight=False,
               markup=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -177,3 +178,50 @@ def test_a_closed_stdout_does_not_change_the_exit_code(kansli_env: Path) -> None
         assert listed.returncode == 0 and listed.stderr == "", command
     missing = _with_closed_stdout("show", "nope", cwd=kansli_env)
     assert missing.returncode == 2 and "no run with id" in missing.stderr
+
+
+def _stored_run(run_id: str, started_at: str, finished_at: str | None) -> None:
+    from shared.settings import load_settings
+    from shared.store import RunRecord, Store
+
+    store = Store(load_settings().effective_database_url)
+    store.create_run(RunRecord(run_id=run_id, robot="counting", params={}, trigger="cli",
+                               actor="tester@host", status="succeeded", started_at=started_at,
+                               finished_at=finished_at))
+
+
+def test_times_are_local_with_the_zone_named_and_utc_on_request(kansli_env: Path) -> None:
+    _stored_run("20261201-233000-000-aaaa", "2026-12-01T23:30:00.000000+00:00",
+                "2026-12-01T23:31:05.250000+00:00")
+    _stored_run("20260601-043000-000-bbbb", "2026-06-01T04:30:00", None)  # naive text is UTC
+    table = kansli("runs", cwd=kansli_env).stdout
+    assert "2026-12-02 00:30 CET" in table and "2026-06-01 06:30 CEST" in table
+    utc = kansli("runs", "--utc", cwd=kansli_env).stdout
+    assert "2026-12-01 23:30 UTC" in utc and "CET" not in utc
+    elsewhere = kansli("runs", cwd=kansli_env, env={"KANSLI_TIMEZONE": "America/New_York"}).stdout
+    assert "2026-12-01 18:30 EST" in elsewhere
+    shown = kansli("show", "20261201-2330", cwd=kansli_env).stdout
+    assert "started: 2026-12-02 00:30:00 CET  finished: 2026-12-02 00:31:05 CET" in shown
+    shown_utc = kansli("show", "20261201-2330", "--utc", cwd=kansli_env).stdout
+    assert "started: 2026-12-01 23:30:00 UTC  finished: 2026-12-01 23:31:05 UTC" in shown_utc
+    as_json = json.loads(kansli("runs", "--json", cwd=kansli_env).stdout)
+    assert [(run["started_at"], run["finished_at"]) for run in as_json] == [
+        ("2026-12-01T23:30:00+00:00", "2026-12-01T23:31:05.250000+00:00"),
+        ("2026-06-01T04:30:00+00:00", None),
+    ]
+
+
+def test_since_is_a_day_in_the_settings_zone_or_in_utc(kansli_env: Path) -> None:
+    _stored_run("20261201-233000-000-aaaa", "2026-12-01T23:30:00.000000+00:00", None)  # 00:30 CET
+    local_day = kansli("runs", "--json", "--since", "2026-12-02", cwd=kansli_env)
+    assert [run["run_id"] for run in json.loads(local_day.stdout)] == ["20261201-233000-000-aaaa"]
+    utc_day = kansli("runs", "--json", "--since", "2026-12-02", "--utc", cwd=kansli_env)
+    assert json.loads(utc_day.stdout) == []
+
+
+def test_the_run_summary_shows_local_times(kansli_env: Path) -> None:
+    result = kansli("run", "counting", "-p", "count=1", cwd=kansli_env,
+                    env={**SAMPLE, "KANSLI_TIMEZONE": "Asia/Tokyo"})
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"started: \d{4}-\d\d-\d\d \d\d:\d\d:\d\d JST  finished: \d{4}-\d\d-\d\d "
+                     r"\d\d:\d\d:\d\d JST", result.stdout), result.stdout
