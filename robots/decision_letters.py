@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from datetime import date
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from loguru import logger
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -23,7 +23,9 @@ from shared.excel import Personnummer, Postnummer, Row, read_rows, result_cells,
 from shared.files import writable_directory
 from shared.items import WorkItem
 from shared.registry import robot
-from shared.runner import Run, file_batch
+
+if TYPE_CHECKING:  # the runner (and SQLAlchemy) is imported when the robot runs, not when it is listed
+    from shared.runner import Run
 
 DEMO_DIR = Path(__file__).resolve().parent.parent / "demo"
 DEFAULT_TEMPLATE = DEMO_DIR / "templates" / "beslut.docx"
@@ -79,6 +81,8 @@ def decision_letters(
     output_dir: Path = DEFAULT_OUTPUT,
 ) -> None:
     """Write one Word decision letter per application in an Excel register."""
+    from shared.runner import file_batch
+
     letter = DocumentTemplate(template)
     letter.require(LETTER_FIELDS)
     writable_directory(output_dir)

@@ -39,10 +39,10 @@ from tenacity import (
 
 from shared.errors import InputError, KansliError, RunCancelledError, is_retryable
 from shared.redaction import redact
-from shared.store import ItemRecord, LedgerEntry, utcnow
 
-if TYPE_CHECKING:
-    from shared.runner import Run
+if TYPE_CHECKING:  # shared.store (SQLAlchemy) is imported where items are recorded: robots import this
+    from shared.runner import Run  # module, and listing them must not pay for the database layer
+    from shared.store import LedgerEntry
 
 OUTCOMES = ("done", "business_error", "app_error", "skipped")
 UNFINISHED = ("in_progress", "app_error")
@@ -165,6 +165,8 @@ class ItemProcessor:
 
     def process(self, item: WorkItem) -> ItemResult:
         """Run one item to its outcome, with retries for application errors."""
+        from shared.store import utcnow
+
         started = utcnow()
         with logger.contextualize(item=item.key):
             try:
@@ -205,6 +207,8 @@ class ItemProcessor:
         return self.handler(item), False
 
     def _record(self, item: WorkItem, outcome: str, started: str, **fields: Any) -> None:
+        from shared.store import ItemRecord
+
         record = ItemRecord(
             run_id=self.run.run_id, key=item.key, robot=self.run.robot.name, outcome=outcome,
             attempts=item.attempt, position=item.position, started_at=started,
@@ -227,6 +231,8 @@ class ItemProcessor:
         error: BaseException | None = None,
         reconciled: bool = False,
     ) -> ItemResult:
+        from shared.store import utcnow
+
         message = describe_error(error) if error is not None else None
         error_class = type(error).__name__ if error is not None else None
         self._record(item, outcome, started, output=output, error=message,
@@ -243,6 +249,8 @@ class ItemProcessor:
 
     async def process_async(self, item: WorkItem) -> ItemResult:
         """:meth:`process` for an async handler: same ledger writes, same retries, same outcomes."""
+        from shared.store import utcnow
+
         started = utcnow()
         with logger.contextualize(item=item.key):
             try:
@@ -276,6 +284,8 @@ class ItemProcessor:
 
         A repeated key is stored as ``KEY (duplicate at POSITION)``: the run's items are unique by key.
         """
+        from shared.store import ItemRecord
+
         self.store.record_items(
             ItemRecord(run_id=self.run.run_id, robot=self.run.robot.name,
                        key=r.key if r.outcome == "skipped" else f"{r.key} (duplicate at {r.position})",

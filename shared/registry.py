@@ -17,7 +17,7 @@ import pkgutil
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
@@ -112,16 +112,24 @@ def _spec_for(function: Callable[..., Any], name: str) -> RobotSpec:
 
 def _params_model(function: Callable[..., Any], name: str) -> type[RobotParams]:
     signature = inspect.signature(function)
-    hints = typing.get_type_hints(function)
+    parameters = list(signature.parameters.values())[1:]  # the first one receives the run
+    hints = _parameter_hints(function, {parameter.name for parameter in parameters})
     fields: dict[str, Any] = {}
-    for index, parameter in enumerate(signature.parameters.values()):
-        if index == 0:
-            continue  # the run
+    for parameter in parameters:
         annotation = hints.get(parameter.name, Any)
         default = ... if parameter.default is inspect.Parameter.empty else parameter.default
         fields[parameter.name] = (annotation, default)
     model_name = "".join(part.title() for part in name.split("_")) + "Params"
     return create_model(model_name, __base__=RobotParams, **fields)
+
+
+def _parameter_hints(function: Callable[..., Any], names: set[str]) -> dict[str, Any]:
+    """The evaluated annotations of the parameters ``names`` only: the run's annotation is not
+    evaluated, so a robot may import ``Run`` under ``TYPE_CHECKING`` (listing robots then does not
+    import the runner and the database layer)."""
+    annotations = getattr(function, "__annotations__", {})
+    only = SimpleNamespace(__annotations__={k: v for k, v in annotations.items() if k in names})
+    return typing.get_type_hints(only, globalns=getattr(function, "__globals__", None))
 
 
 def spec_of(function: Callable[..., Any]) -> RobotSpec:

@@ -225,3 +225,23 @@ def test_the_run_summary_shows_local_times(kansli_env: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert re.search(r"started: \d{4}-\d\d-\d\d \d\d:\d\d:\d\d JST  finished: \d{4}-\d\d-\d\d "
                      r"\d\d:\d\d:\d\d JST", result.stdout), result.stdout
+
+
+def test_help_imports_no_command_machinery() -> None:
+    """``kansli --help`` stays fast: the commands import their modules when they run."""
+    script = (
+        "import json, sys\n"
+        "sys.argv = ['kansli', '--help']\n"
+        "import shared.cli\n"
+        "try:\n"
+        "    shared.cli.main()\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = ('sqlalchemy', 'apscheduler', 'pydantic', 'rich', 'loguru', 'playwright', 'openpyxl',\n"
+        "         'docxtpl', 'shared.runner', 'shared.store', 'shared.scheduler', 'shared.settings')\n"
+        "sys.stderr.write(json.dumps([name for name in heavy if name in sys.modules]))\n"
+    )
+    result = subprocess.run([*KANSLI[:1], "-c", script], capture_output=True, text=True, cwd=REPO,
+                            timeout=60)
+    assert "robots" in result.stdout and "schedules" in result.stdout
+    assert json.loads(result.stderr) == []

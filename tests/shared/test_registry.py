@@ -63,11 +63,12 @@ def test_duplicate_robot_names_are_an_error(tmp_path: Path, monkeypatch: pytest.
             del sys.modules[name]
 
 
-HEAVY_LIBRARIES = ("playwright.async_api", "docxtpl", "docx", "openpyxl")
+HEAVY_LIBRARIES = ("playwright.async_api", "docxtpl", "docx", "openpyxl", "sqlalchemy", "apscheduler")
 
 
 def test_discovery_does_not_import_the_robots_heavy_libraries() -> None:
-    """Listing robots must stay fast: robots import playwright, docxtpl, openpyxl when they run."""
+    """Listing robots must stay fast: robots import playwright, docxtpl, openpyxl (and the runner its
+    database layer) when they run, not when they are listed."""
     script = (
         "import json, sys\n"
         "from shared.registry import discover\n"
