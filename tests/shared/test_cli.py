@@ -130,8 +130,9 @@ def test_a_data_dir_that_cannot_be_written_is_one_line_and_exit_4_with_no_record
 
 
 def test_an_unreachable_database_is_one_line_and_exit_4(kansli_env: Path) -> None:
+    (kansli_env / "schedules").mkdir()
     for url in ("postgresql+psycopg://postgres:hemligt@127.0.0.1:1/test", "nosuchdb://x"):
-        for command in (["run", "counting"], ["runs"]):
+        for command in (["run", "counting"], ["runs"], ["scheduler"]):
             result = kansli(*command, cwd=kansli_env, env={**SAMPLE, "KANSLI_DATABASE_URL": url})
             assert result.returncode == 4, (url, command, result.stderr)
             line = _one_line(result.stderr)
