@@ -473,10 +473,23 @@ def scheduler_command(
 
     try:
         options = DaemonOptions(keep_going=keep_going, stop_grace=stop_grace, log_level=log_level)
-        code = run_daemon(settings(), options)
+        loaded = settings()
+        _require_writable(loaded)
+        code = run_daemon(loaded, options)
     except KansliError as error:
         fail(str(error), error.exit_code)
     raise typer.Exit(code)
+
+
+def _require_writable(loaded: Settings) -> None:
+    """The daemon refuses to start (exit 4) when its runs could not start: data or audit folder not
+    writable (every run would fail, and the daemon's own events would go unrecorded)."""
+    from shared.doctor import check_directory
+
+    for check in (check_directory("data dir", loaded.data_dir, "KANSLI_DATA_DIR"),
+                  check_directory("audit dir", loaded.log_dir / "audit", "KANSLI_LOG_DIR")):
+        if not check.ok:
+            fail(f"the {check.name} {check.detail}: {check.fix}", 4)
 
 
 @app.command("demo-site")

@@ -115,6 +115,17 @@ def test_an_audit_dir_that_cannot_be_written_fails_the_run_before_it_starts(kans
     assert [run["status"] for run in json.loads(later.stdout)] == ["failed"]
 
 
+def test_the_daemon_refuses_to_start_when_the_audit_dir_cannot_be_written(kansli_env: Path) -> None:
+    (kansli_env / "schedules").mkdir()
+    not_a_dir = kansli_env / "log-is-a-file"
+    not_a_dir.write_text("")
+    result = kansli("scheduler", cwd=kansli_env, env={**SAMPLE, "KANSLI_LOG_DIR": str(not_a_dir)},
+                    timeout=60)
+    assert result.returncode == 4, result.stderr
+    line = _one_line(result.stderr)
+    assert "the audit dir" in line and "is not writable" in line and "KANSLI_LOG_DIR" in line
+
+
 def test_a_data_dir_that_cannot_be_written_is_one_line_and_exit_4_with_no_record(
     kansli_env: Path, tmp_path: Path
 ) -> None:
