@@ -7,7 +7,7 @@ temporary folder with its own data and log dirs; the commands take turns, ``--re
 each, the median less the floor (what Kansli itself costs), the ratio to the floor, and the target.
 
 ``--repo`` measures another checkout (for instance an older commit unpacked with ``git archive``)
-with this interpreter, for before/after figures.
+with this interpreter, for before/after figures; given several times, the checkouts take turns too.
 """
 
 from __future__ import annotations
@@ -46,18 +46,21 @@ def timed(arguments: list[str], env: dict[str, str], cwd: Path) -> float:
     return time.perf_counter() - started
 
 
-def measure(repo: Path, repeat: int) -> dict[str, float]:
-    """The median seconds of each command, the commands taking turns round by round."""
-    samples: dict[str, list[float]] = {label: [] for label, _, _ in COMMANDS}
+def measure(repos: list[Path], repeat: int) -> dict[Path, dict[str, float]]:
+    """The median seconds of each command in each checkout, all taking turns round by round."""
+    samples: dict[Path, dict[str, list[float]]] = {
+        repo: {label: [] for label, _, _ in COMMANDS} for repo in repos}
     with tempfile.TemporaryDirectory(prefix="kansli-bench-cli-") as folder:
-        work = Path(folder)
-        env = environment(repo, work)
-        for _, arguments, _ in COMMANDS:  # warm the file cache and the .pyc files once
-            timed(arguments, env, repo)
+        envs = {repo: environment(repo, Path(folder) / str(index)) for index, repo in enumerate(repos)}
+        for repo in repos:  # warm the file cache and the .pyc files once
+            for _, arguments, _ in COMMANDS:
+                timed(arguments, envs[repo], repo)
         for _ in range(repeat):
-            for label, arguments, _ in COMMANDS:
-                samples[label].append(timed(arguments, env, repo))
-    return {label: statistics.median(values) for label, values in samples.items()}
+            for repo in repos:
+                for label, arguments, _ in COMMANDS:
+                    samples[repo][label].append(timed(arguments, envs[repo], repo))
+    return {repo: {label: statistics.median(values) for label, values in by_label.items()}
+            for repo, by_label in samples.items()}
 
 
 def report(medians: dict[str, float]) -> None:
@@ -74,12 +77,17 @@ def report(medians: dict[str, float]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=11, help="rounds (default 11)")
-    parser.add_argument("--repo", type=Path, default=REPO, help="the checkout to measure")
+    parser.add_argument("--repo", type=Path, action="append",
+                        help="a checkout to measure (default: this one); repeat for more")
     options = parser.parse_args()
-    load = os.getloadavg()[0]
-    print(f"{options.repo} on {os.cpu_count()} cores, load average {load:.1f}, "
+    repos = [repo.resolve() for repo in options.repo or [REPO]]
+    before = os.getloadavg()[0]
+    medians = measure(repos, options.repeat)
+    print(f"{os.cpu_count()} cores, load average {before:.1f} -> {os.getloadavg()[0]:.1f}, "
           f"median of {options.repeat} rounds")
-    report(measure(options.repo.resolve(), options.repeat))
+    for repo in repos:
+        print(f"\n{repo}")
+        report(medians[repo])
 
 
 if __name__ == "__main__":
