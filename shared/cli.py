@@ -84,8 +84,6 @@ def robots_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """List the robots with their summary and parameters."""
-    from rich.table import Table
-
     from shared.registry import discover
 
     found = discover(settings().robots_package)
@@ -95,6 +93,8 @@ def robots_command(
             for spec in found.values()
         ])
         return
+    from rich.table import Table
+
     table = Table(title="Robots", show_lines=True)
     for column in ("Robot", "Summary", "Parameters"):
         table.add_column(column)
