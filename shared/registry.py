@@ -129,7 +129,7 @@ def _parameter_hints(function: Callable[..., Any], names: set[str]) -> dict[str,
     import the runner and the database layer)."""
     annotations = getattr(function, "__annotations__", {})
     only = SimpleNamespace(__annotations__={k: v for k, v in annotations.items() if k in names})
-    return typing.get_type_hints(only, globalns=getattr(function, "__globals__", None))
+    return typing.get_type_hints(only, globalns=getattr(inspect.unwrap(function), "__globals__", None))
 
 
 def spec_of(function: Callable[..., Any]) -> RobotSpec:

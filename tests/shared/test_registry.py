@@ -116,3 +116,27 @@ def test_a_robot_module_that_cannot_be_imported_is_a_config_error_naming_it(
         for name in [name for name in sys.modules if name.endswith("_robots") or "_robots." in name]:
             if name.startswith(("broken_robots", "missing_robots")):
                 del sys.modules[name]
+
+
+def test_the_run_annotation_is_not_evaluated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A robot may import Run under TYPE_CHECKING; its other annotations are still checked."""
+    _package(tmp_path, monkeypatch, "lazy_robots", {"lazy.py": (
+        "from __future__ import annotations\n"
+        "from pathlib import Path\n"
+        "from typing import TYPE_CHECKING\n"
+        "from shared.registry import robot\n"
+        "if TYPE_CHECKING:\n"
+        "    from shared.runner import Run\n\n"
+        "@robot()\n"
+        "def lazy(run: Run, input: Path, count: int = 2) -> None:\n"
+        "    '''Lazy.'''\n"
+    )})
+    try:
+        spec = discover("lazy_robots")["lazy"]
+        params = spec.validate({"input": "a.xlsx", "count": "3"})
+        assert params.input == Path("a.xlsx") and params.count == 3  # type: ignore[attr-defined]
+        with pytest.raises(ParameterError, match="parameter 'count'"):
+            spec.validate({"input": "a.xlsx", "count": "tre"})
+    finally:
+        for name in [name for name in sys.modules if name.startswith("lazy_robots")]:
+            del sys.modules[name]
