@@ -252,6 +252,10 @@ def _print_items(items: list[ItemRecord], title: str) -> None:
     console().print(table)
 
 
+UTC_HELP = "Show times in UTC instead of the settings' time zone (KANSLI_TIMEZONE)."
+TIME_FIELDS = ("started_at", "finished_at")
+
+
 @app.command("runs")
 def runs_command(
     robot: Annotated[str | None, typer.Option(help="Only this robot.")] = None,
@@ -282,10 +286,6 @@ def runs_command(
                       record.actor, local_time(record.started_at, utc=utc),
                       str(record.items_total), str(record.items_failed))
     console().print(table)
-
-
-UTC_HELP = "Show times in UTC instead of the settings' time zone (KANSLI_TIMEZONE)."
-TIME_FIELDS = ("started_at", "finished_at")
 
 
 def run_json(record: RunRecord | ItemRecord) -> dict[str, Any]:
