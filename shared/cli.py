@@ -578,8 +578,10 @@ def main() -> None:
     """Entry point of the ``kansli`` script."""
     from shared.errors import KansliError
 
-    sys.stdout = _QuietWhenClosed(sys.stdout)
-    sys.stderr = _QuietWhenClosed(sys.stderr)
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is not None:  # None without a console (pythonw, some service managers)
+            setattr(sys, name, _QuietWhenClosed(stream))
     try:
         app()
     except KansliError as error:  # raised outside a command's own handling
