@@ -96,6 +96,8 @@ def test_a_robots_package_that_cannot_be_imported_is_one_line_and_exit_4(kansli_
         assert result.returncode == 4, (command, result.stderr)
         line = _one_line(result.stderr)
         assert "cannot import the robots package 'nosuch' (KANSLI_ROBOTS_PACKAGE)" in line, command
+    doctor = kansli("doctor", cwd=kansli_env, env={"KANSLI_ROBOTS_PACKAGE": "nosuch"})
+    assert doctor.returncode == 4 and "FAIL robots: cannot import the robots package" in doctor.stdout
 
 
 def test_an_audit_dir_that_cannot_be_written_fails_the_run_before_it_starts(kansli_env: Path) -> None:
