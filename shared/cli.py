@@ -440,7 +440,7 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
 
 @app.command("doctor")
 def doctor_command() -> None:
-    """Check Chromium, the data and log dirs and the database, and say what to fix."""
+    """Check Chromium, the data and log dirs, the database and the robots package; say what to fix."""
     from shared.doctor import run_checks
 
     checks = run_checks()
