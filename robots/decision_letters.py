@@ -17,7 +17,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack
 from datetime import date
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from loguru import logger
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -28,7 +28,9 @@ from shared.excel import Personnummer, Postnummer, Row, read_rows, result_cells,
 from shared.files import writable_directory
 from shared.items import WorkItem
 from shared.registry import robot
-from shared.runner import Run
+
+if TYPE_CHECKING:  # the runner (and SQLAlchemy) is imported when the robot runs, not when it is listed
+    from shared.runner import Run
 
 DEMO_DIR = Path(__file__).resolve().parent.parent / "demo"
 DEFAULT_TEMPLATE = DEMO_DIR / "templates" / "beslut.docx"

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from loguru import logger
@@ -36,8 +36,10 @@ from shared.excel import Row, read_rows, result_cells, row_items, write_results
 from shared.files import writable_directory
 from shared.items import ItemResult, WorkItem, crash_point
 from shared.registry import robot
-from shared.runner import Run
 from shared.settings import EServiceSettings
+
+if TYPE_CHECKING:  # the runner (and SQLAlchemy) is imported when the robot runs, not when it is listed
+    from shared.runner import Run
 
 DEFAULT_OUTPUT = Path("var/out/intake_forms")
 RESULT_COLUMNS = ("status", "case_number", "error")  # by meaning; headed in the staff language
@@ -75,6 +77,7 @@ def intake_forms(
     fast: bool = False,
 ) -> None:
     """Submit each application of an Excel register to the e-service and record its case number."""
+
     writable_directory(output_dir)
     rows = list(read_rows(input, Intake))
     count = max(1, min(workers or run.settings.browser.workers, 16))

@@ -12,6 +12,7 @@ messages already done and files the ones a crash left behind.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from loguru import logger
 
@@ -19,11 +20,11 @@ from shared.errors import InputError
 from shared.excel import write_table
 from shared.invoice import Invoice, InvoiceBook, parse_invoice, swedish_reason
 from shared.items import ItemResult, WorkItem
-from shared.mailbox import Mailbox, MailItem
-from shared.pdf import read_pdf
 from shared.registry import robot
-from shared.runner import Run
-from shared.transfer import Outbox, sftp_connection
+
+if TYPE_CHECKING:  # imported when the robot runs, not when robots are listed (asyncssh, pdfplumber, ...)
+    from shared.runner import Run
+    from shared.transfer import Outbox
 
 DEFAULT_OUTPUT = Path("var/out/invoice_inbox")
 REGISTER_HEADER = ("Fakturanummer", "Organisationsnummer", "OCR-nummer", "Bankgiro", "Plusgiro",
@@ -40,6 +41,10 @@ class AttachmentCountError(InputError):
 @robot()
 def invoice_inbox(run: Run, upload_dir: str = "import", output_dir: Path = DEFAULT_OUTPUT) -> None:
     """Register the supplier invoices of the shared mailbox and deliver the register to finance."""
+    from shared.mailbox import Mailbox
+    from shared.pdf import read_pdf
+    from shared.transfer import Outbox
+
     book = InvoiceBook(output_dir / "fakturor")
     outbox = Outbox(output_dir / "utkorg")
     with Mailbox.from_run(run) as mailbox:
@@ -85,12 +90,16 @@ def deliver(run: Run, outbox: Outbox, upload_dir: str) -> None:
     """Upload every register not yet delivered (this run's, and any a crash left behind)."""
     if not outbox.pending():
         return
+    from shared.transfer import sftp_connection
+
     with sftp_connection(run) as sftp:
         for sent in outbox.deliver(sftp, upload_dir):
             logger.info("delivered {} (sha256 {})", sent.destination, sent.sha256)
 
 
 def staff_row(result: ItemResult) -> list[object]:
+    from shared.mailbox import MailItem
+
     mail = result.data if isinstance(result.data, MailItem) else None
     output = result.output if isinstance(result.output, dict) else {}
     reason = "" if result.ok else swedish_reason(result.error_class, result.error)

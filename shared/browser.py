@@ -41,22 +41,16 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from loguru import logger
-from playwright.async_api import (
-    Browser,
-    BrowserContext,
-    Locator,
-    Page,
-    Playwright,
-    Response,
-    ViewportSize,
-    async_playwright,
-)
-from playwright.async_api import Error as PlaywrightError
-from playwright.async_api import TimeoutError as PlaywrightTimeoutError
+
+# The error classes alone: playwright.async_api re-exports these very classes, and importing it costs
+# ~50 ms that listing robots (which import this module) must not pay. tests/shared/test_browser.py
+# checks they are the same classes.
+from playwright._impl._errors import Error as PlaywrightError
+from playwright._impl._errors import TimeoutError as PlaywrightTimeoutError
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from shared.errors import (
@@ -76,6 +70,9 @@ from shared.items import WorkItem
 from shared.redaction import redact
 from shared.settings import BrowserSettings, RetrySettings
 
+if TYPE_CHECKING:
+    from playwright.async_api import Browser, BrowserContext, Locator, Page, Playwright, Response
+
 #: Flags for a locked-down machine without internet: no phoning home, no GPU, no first-run UI.
 CHROMIUM_FLAGS = (
     "--disable-gpu",
@@ -93,7 +90,7 @@ INSTALL_HINT = (
 BLOCKED_ASSETS = re.compile(r"\.(png|jpe?g|gif|webp|svg|ico|woff2?|ttf|otf|eot)(\?.*)?$", re.I)
 EXPIRED_LOGIN = re.compile(r"/login\?(?:.*&)?expired=1")
 
-LoginStep = Callable[[Page], Awaitable[None]]
+LoginStep = Callable[["Page"], Awaitable[None]]
 
 
 # -- values for fill_form ----------------------------------------------------------------------
@@ -153,6 +150,8 @@ def chromium_args() -> list[str]:
 @asynccontextmanager
 async def open_browser(settings: BrowserSettings) -> AsyncIterator[Browser]:
     """Start Playwright and the system Chromium; both are closed on the way out."""
+    from playwright.async_api import async_playwright
+
     executable = chromium_executable(settings)
     async with async_playwright() as playwright:
         browser = await _launch(playwright, executable, settings)
@@ -178,6 +177,8 @@ async def _launch(playwright: Playwright, executable: Path, settings: BrowserSet
 async def new_context(browser: Browser, settings: BrowserSettings) -> BrowserContext:
     """A fresh context: Swedish locale and time zone, the viewport, the default timeouts, optional asset
     blocking (which routes every request through Playwright's driver: it pays only on heavy pages)."""
+    from playwright.async_api import ViewportSize
+
     width, height = settings.viewport_size
     context = await browser.new_context(
         locale=settings.locale, timezone_id=settings.timezone, accept_downloads=False,

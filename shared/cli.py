@@ -8,9 +8,10 @@ Heavy modules are imported inside the commands, so ``kansli --help`` stays fast.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TextIO
 
 import typer
 
@@ -84,8 +85,6 @@ def robots_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """List the robots with their summary and parameters."""
-    from rich.table import Table
-
     from shared.registry import discover
 
     found = discover(settings().robots_package)
@@ -95,6 +94,8 @@ def robots_command(
             for spec in found.values()
         ])
         return
+    from rich.table import Table
+
     table = Table(title="Robots", show_lines=True)
     for column in ("Robot", "Summary", "Parameters"):
         table.add_column(column)
@@ -171,26 +172,29 @@ def run_command(
         fail(str(error), error.exit_code)
     items = runner.store.list_items(record.run_id)
     if as_json:
-        emit_json({"run": record.as_dict(), "items": [item.as_dict() for item in items]})
+        emit_json({"run": run_json(record), "items": [run_json(item) for item in items]})
     else:
         _print_summary(record, items)
     raise typer.Exit(EXIT_CODES.get(record.status, 1))
 
 
 class _RichProgress:
-    """Draws a Rich progress bar over a run's items."""
+    """Draws a Rich progress bar over a run's items, on a terminal only, from the run's first item count
+    (a run that fails to start draws nothing; a redirected stderr gets no stray newline)."""
 
     def __init__(self, enabled: bool) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
         self.bar = Progress(
             "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), console=console(stderr=True), disable=not enabled, transient=True,
+            TimeElapsedColumn(), console=console(stderr=True), transient=True,
+            disable=not enabled or not sys.stderr.isatty(),
         )
         self.task: Any = None
 
     def start(self, total: int | None) -> None:
         if self.task is None:
+            self.bar.start()
             self.task = self.bar.add_task("items", total=total)
         else:
             self.bar.update(self.task, total=total, completed=0)
@@ -200,7 +204,6 @@ class _RichProgress:
             self.bar.advance(self.task)
 
     def __enter__(self) -> _RichProgress:
-        self.bar.start()
         return self
 
     def __exit__(self, *_: object) -> None:
@@ -219,11 +222,16 @@ def styled(status: str) -> str:
     return f"[{STATUS_STYLES.get(status, 'white')}]{status}[/]"
 
 
-def _print_summary(record: RunRecord, items: list[ItemRecord]) -> None:
+def _print_summary(record: RunRecord, items: list[ItemRecord], utc: bool = False) -> None:
     from rich.table import Table
+
+    from shared.clock import local_time
 
     out = console()
     out.print(f"Run [bold]{record.run_id}[/] of [bold]{record.robot}[/]: {styled(record.status)}")
+    finished = local_time(record.finished_at, seconds=True, utc=utc) or "-"
+    out.print(f"started: {local_time(record.started_at, seconds=True, utc=utc)}  finished: {finished}",
+              highlight=False)
     table = Table(show_header=True, header_style="bold")
     for column in ("done", "skipped (done before)", "business errors", "app errors", "total"):
         table.add_column(column, justify="right")
@@ -259,6 +267,10 @@ def _print_items(items: list[ItemRecord], title: str) -> None:
     console().print(table)
 
 
+UTC_HELP = "Show times in UTC instead of the settings' time zone (KANSLI_TIMEZONE)."
+TIME_FIELDS = ("started_at", "finished_at")
+
+
 @app.command("runs")
 def runs_command(
     robot: Annotated[str | None, typer.Option(help="Only this robot.")] = None,
@@ -268,35 +280,54 @@ def runs_command(
     ] = None,
     limit: Annotated[int, typer.Option(help="At most this many runs.")] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    utc: Annotated[bool, typer.Option("--utc", help=UTC_HELP)] = False,
 ) -> None:
-    """Show the run history, newest first."""
+    """Show the run history, newest first (times in the settings' time zone, KANSLI_TIMEZONE)."""
     from rich.table import Table
+
+    from shared.clock import local_time
 
     runner = _runner()
     runner.reap_interrupted()
-    records = runner.store.list_runs(robot=robot, status=status, since=_since(since), limit=limit)
+    records = runner.store.list_runs(robot=robot, status=status, since=_since(since, utc), limit=limit)
     if as_json:
-        emit_json([record.as_dict() for record in records])
+        emit_json([run_json(record) for record in records])
         return
     table = Table(title="Runs")
     for column in ("run id", "robot", "status", "trigger", "actor", "started", "items", "failed"):
         table.add_column(column)
     for record in records:
         table.add_row(record.run_id, record.robot, styled(record.status), record.trigger,
-                      record.actor, record.started_at[:19].replace("T", " "),
+                      record.actor, local_time(record.started_at, utc=utc),
                       str(record.items_total), str(record.items_failed))
     console().print(table)
 
 
-def _since(value: str | None) -> str | None:
+def run_json(record: RunRecord | ItemRecord) -> dict[str, Any]:
+    """A run or item for JSON output: its times ISO 8601 with their UTC offset."""
+    from shared.clock import iso_with_offset
+
+    values = record.as_dict()
+    for name in TIME_FIELDS:
+        if name in values:
+            values[name] = iso_with_offset(values[name])
+    return values
+
+
+def _since(value: str | None, utc: bool = False) -> str | None:
+    """``--since DAY``: from midnight of that day in the settings' time zone (UTC with ``--utc``)."""
     if value is None:
         return None
-    from datetime import date
+    from datetime import UTC, date, datetime, time
+
+    from shared.clock import zone
 
     try:
-        return date.fromisoformat(value).isoformat()
+        day = date.fromisoformat(value)
     except ValueError:
         fail(f"--since {value!r}: expected a date as YYYY-MM-DD", 2)
+    midnight = datetime.combine(day, time(), tzinfo=UTC if utc else zone())
+    return midnight.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 def _runner() -> Any:
@@ -310,7 +341,12 @@ def _runner() -> Any:
 
 
 def _find_run(runner: Any, run_id: str) -> RunRecord:
-    record = runner.store.find_run(run_id)
+    from shared.errors import UsageError
+
+    try:
+        record = runner.store.find_run(run_id)
+    except UsageError as error:  # an ambiguous prefix: the candidates are in the message
+        fail(str(error), error.exit_code)
     if record is None:
         fail(f"no run with id {run_id!r} (see `kansli runs`)", 2)
     return record
@@ -320,19 +356,18 @@ def _find_run(runner: Any, run_id: str) -> RunRecord:
 def show_command(
     run_id: Annotated[str, typer.Argument(help="The run id (or a unique prefix).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    utc: Annotated[bool, typer.Option("--utc", help=UTC_HELP)] = False,
 ) -> None:
-    """Show one run with its items."""
+    """Show one run with its items (times in the settings' time zone, KANSLI_TIMEZONE)."""
     runner = _runner()
     record = _find_run(runner, run_id)
     items = runner.store.list_items(record.run_id)
     if as_json:
-        emit_json({"run": record.as_dict(), "items": [item.as_dict() for item in items]})
+        emit_json({"run": run_json(record), "items": [run_json(item) for item in items]})
         return
-    _print_summary(record, [])
+    _print_summary(record, [], utc=utc)
     out = console()
     out.print(f"robot: {record.robot}  trigger: {record.trigger}  actor: {record.actor}",
-              highlight=False)
-    out.print(f"started: {record.started_at}  finished: {record.finished_at or '-'}",
               highlight=False)
     out.print(f"params: {json.dumps(record.params, ensure_ascii=False)}", highlight=False,
               markup=False)
@@ -420,7 +455,7 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
 
 @app.command("doctor")
 def doctor_command() -> None:
-    """Check Chromium, the data and log dirs and the database, and say what to fix."""
+    """Check Chromium, the data and log dirs, the database and the robots package; say what to fix."""
     from shared.doctor import run_checks
 
     checks = run_checks()
@@ -454,10 +489,23 @@ def scheduler_command(
 
     try:
         options = DaemonOptions(keep_going=keep_going, stop_grace=stop_grace, log_level=log_level)
-        code = run_daemon(settings(), options)
+        loaded = settings()
+        _require_writable(loaded)
+        code = run_daemon(loaded, options)
     except KansliError as error:
         fail(str(error), error.exit_code)
     raise typer.Exit(code)
+
+
+def _require_writable(loaded: Settings) -> None:
+    """The daemon refuses to start (exit 4) when its runs could not start: data or audit folder not
+    writable (every run would fail, and the daemon's own events would go unrecorded)."""
+    from shared.doctor import check_directory
+
+    for check in (check_directory("data dir", loaded.data_dir, "KANSLI_DATA_DIR"),
+                  check_directory("audit dir", loaded.log_dir / "audit", "KANSLI_LOG_DIR")):
+        if not check.ok:
+            fail(f"the {check.name} {check.detail}: {check.fix}", 4)
 
 
 @app.command("demo-site")
@@ -501,10 +549,55 @@ def demo_site_command(
         fail(f"the demo e-service could not listen on {host}:{port}: {error}", 1)
 
 
+class _QuietWhenClosed:
+    """A standard stream that, once its reader has gone (``kansli run ... | head``), drops the rest of
+    the output instead of failing, so the command still ends with its own exit code.
+
+    Python ignores SIGPIPE, so a write to a closed pipe raises :class:`BrokenPipeError` (which Click
+    would turn into exit 1). The stream's file descriptor is then pointed at ``/dev/null``, so the
+    buffered rest, flushed at exit, goes nowhere without a second error.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self.closed_by_reader = False
+
+    def write(self, text: str) -> int:
+        if not self.closed_by_reader:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._drop()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.closed_by_reader:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._drop()
+
+    def _drop(self) -> None:
+        self.closed_by_reader = True
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):
+            pass
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def main() -> None:
     """Entry point of the ``kansli`` script."""
     from shared.errors import KansliError
 
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is not None:  # None without a console (pythonw, some service managers)
+            setattr(sys, name, _QuietWhenClosed(stream))
     try:
         app()
     except KansliError as error:  # raised outside a command's own handling

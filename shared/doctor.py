@@ -32,6 +32,7 @@ def run_checks() -> list[Check]:
         check_directory("data dir", settings.data_dir, "KANSLI_DATA_DIR"),
         check_directory("log dir", settings.log_dir, "KANSLI_LOG_DIR"),
         check_database(settings),
+        check_robots(settings),
         check_chromium(settings),
     ]
 
@@ -56,6 +57,18 @@ def check_database(settings: Settings) -> Check:
     except KansliError as error:
         return Check("database", False, str(error), "check KANSLI_DATABASE_URL and the server")
     return Check("database", True, settings.masked()["database_url"])
+
+
+def check_robots(settings: Settings) -> Check:
+    """The robots package imports and its robots are found (the robots are listed, not run)."""
+    from shared.registry import discover
+
+    try:
+        found = discover(settings.robots_package)
+    except KansliError as error:
+        return Check("robots", False, str(error), "check KANSLI_ROBOTS_PACKAGE and the robot modules")
+    names = ", ".join(found) or "none"
+    return Check("robots", True, f"{len(found)} in package {settings.robots_package}: {names}")
 
 
 def check_chromium(settings: Settings) -> Check:

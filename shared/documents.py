@@ -25,7 +25,7 @@ from contextvars import ContextVar
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from docx.opc.constants import RELATIONSHIP_TYPE
 from docx.opc.oxml import parse_xml
@@ -46,6 +46,9 @@ _NOTES = {
 }
 _RELATIONSHIP_REFERENCE = re.compile(r' r:(?:id|embed|link)="([^"]+)"')
 _rendering_part: ContextVar[Any] = ContextVar("rendering_part", default=None)
+
+if TYPE_CHECKING:
+    from docxtpl import DocxTemplate
 
 
 def format_kronor(amount: int | float | Decimal | None) -> str:

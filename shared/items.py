@@ -35,7 +35,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from loguru import logger
 from tenacity import (
@@ -48,12 +48,17 @@ from tenacity import (
 )
 
 from shared.errors import InputError, KansliError, RunCancelledError, SystemicFailureError, is_retryable
-from shared.queue import CHUNK, QueueItem, WorkQueue, fingerprint, retry_at
 from shared.redaction import redact
-from shared.settings import QueueSettings, RetrySettings
-from shared.store import ItemRecord, Store, utcnow
+
+if TYPE_CHECKING:  # SQLAlchemy (the store, the queue) is imported where items are recorded:
+    # robots import this module, and listing them must not pay for the database layer
+    from shared.queue import QueueItem
+    from shared.settings import QueueSettings, RetrySettings
+    from shared.store import Store
 
 OUTCOMES = ("done", "business_error", "app_error", "skipped")
+#: Items of an input are entered in the queue this many at a time (as shared.queue.CHUNK).
+PLAN_CHUNK = 500
 MAX_ERROR_LENGTH = 500
 OnChange = Literal["skip", "redo"]
 DONE_BEFORE = "done before"
@@ -178,6 +183,8 @@ class ItemProcessor:
         self.handler = handler
         self.reconcile = reconcile
         self.on_change = on_change
+        from shared.queue import WorkQueue
+
         self.queue = WorkQueue(context.store, queue)
         self.store = context.store
         self._seen: dict[str, int] = {}
@@ -187,6 +194,8 @@ class ItemProcessor:
 
     def plan(self, chunk: list[WorkItem]) -> list[ItemResult | None]:
         """Enqueue new keys; for each item, the result when it needs no work (None: do it)."""
+        from shared.queue import fingerprint
+
         ready: list[ItemResult | None] = [self._input_problem(item) for item in chunk]
         todo = [item for item, result in zip(chunk, ready, strict=True) if result is None]
         known = self.queue.lookup([item.key for item in todo])
@@ -251,6 +260,8 @@ class ItemProcessor:
 
     def record_planned(self, results: Iterable[ItemResult]) -> None:
         """Store the items this run did not need to do, so ``kansli show`` lists them too."""
+        from shared.store import ItemRecord
+
         self.store.record_items(
             ItemRecord(run_id=self.context.run_id, robot=self.context.robot, key=r.key,
                        outcome=r.outcome, position=r.position, output=r.output, error=r.error,
@@ -281,6 +292,8 @@ class ItemProcessor:
 
     def process(self, item: WorkItem) -> ItemResult:
         """Run one item to its outcome, with retries for application errors."""
+        from shared.store import utcnow
+
         started = utcnow()
         with logger.contextualize(item=item.key):
             try:
@@ -333,6 +346,9 @@ class ItemProcessor:
     def _record(self, item: WorkItem, outcome: str, started: str, *, data: bool = False,
                 **fields: Any) -> None:
         """The item's state in its queue and in the run's items, in one transaction."""
+        from shared.queue import fingerprint
+        from shared.store import ItemRecord
+
         record = ItemRecord(
             run_id=self.context.run_id, key=item.key, robot=self.context.robot, outcome=outcome,
             attempts=item.attempt, position=item.position, started_at=started,
@@ -350,6 +366,8 @@ class ItemProcessor:
             self.store.record_item(record, connection)
 
     def _retry_at(self, item: WorkItem) -> str:
+        from shared.queue import retry_at
+
         settings = self.context.queue
         return retry_at(self.context.retry.attempts, item.attempt, settings.retry_after_s,
                         settings.retry_after_max_s)
@@ -369,6 +387,8 @@ class ItemProcessor:
         error: BaseException | None = None,
         reconciled: bool = False,
     ) -> ItemResult:
+        from shared.store import utcnow
+
         message = describe_error(error) if error is not None else None
         error_class = type(error).__name__ if error is not None else None
         note = f"version {item.version}" if item.version > 1 and outcome == "done" else None
@@ -386,6 +406,8 @@ class ItemProcessor:
 
     async def process_async(self, item: WorkItem) -> ItemResult:
         """:meth:`process` for an async handler: same queue writes, same retries, same outcomes."""
+        from shared.store import utcnow
+
         started = utcnow()
         with logger.contextualize(item=item.key):
             try:
@@ -425,7 +447,7 @@ def planned_items(processor: ItemProcessor, items: Iterable[WorkItem]) -> Planne
     """The items of an input, entered in the queue a chunk at a time, each with its ready result."""
     source = iter(items)
     index = 0
-    while chunk := list(islice(source, CHUNK)):
+    while chunk := list(islice(source, PLAN_CHUNK)):
         ready = processor.plan(chunk)
         processor.record_planned(result for result in ready if result is not None)
         for item, result in zip(chunk, ready, strict=True):

@@ -17,11 +17,12 @@ import pkgutil
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import ModuleType, SimpleNamespace
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
-from shared.errors import ConfigError, ParameterError, UnknownRobotError
+from shared.errors import ConfigError, KansliError, ParameterError, UnknownRobotError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -118,16 +119,24 @@ def _spec_for(function: Callable[..., Any], name: str, side_effects: bool = Fals
 
 def _params_model(function: Callable[..., Any], name: str) -> type[RobotParams]:
     signature = inspect.signature(function)
-    hints = typing.get_type_hints(function)
+    parameters = list(signature.parameters.values())[1:]  # the first one receives the run
+    hints = _parameter_hints(function, {parameter.name for parameter in parameters})
     fields: dict[str, Any] = {}
-    for index, parameter in enumerate(signature.parameters.values()):
-        if index == 0:
-            continue  # the run
+    for parameter in parameters:
         annotation = hints.get(parameter.name, Any)
         default = ... if parameter.default is inspect.Parameter.empty else parameter.default
         fields[parameter.name] = (annotation, default)
     model_name = "".join(part.title() for part in name.split("_")) + "Params"
     return create_model(model_name, __base__=RobotParams, **fields)
+
+
+def _parameter_hints(function: Callable[..., Any], names: set[str]) -> dict[str, Any]:
+    """The evaluated annotations of the parameters ``names`` only: the run's annotation is not
+    evaluated, so a robot may import ``Run`` under ``TYPE_CHECKING`` (listing robots then does not
+    import the runner and the database layer)."""
+    annotations = getattr(function, "__annotations__", {})
+    only = SimpleNamespace(__annotations__={k: v for k, v in annotations.items() if k in names})
+    return typing.get_type_hints(only, globalns=getattr(inspect.unwrap(function), "__globals__", None))
 
 
 def spec_of(function: Callable[..., Any]) -> RobotSpec:
@@ -139,13 +148,19 @@ def spec_of(function: Callable[..., Any]) -> RobotSpec:
 
 
 def discover(package: str = "robots") -> dict[str, RobotSpec]:
-    """Import every public module of ``package`` and collect its robots by name."""
-    root = importlib.import_module(package)
+    """Import every public module of ``package`` and collect its robots by name.
+
+    A package or robot module that cannot be imported is a :class:`ConfigError` naming it (exit 4).
+    """
+    root = _import(package, package)
+    if not hasattr(root, "__path__"):
+        raise ConfigError(f"the robots package {package!r} (KANSLI_ROBOTS_PACKAGE) is a module, "
+                          "not a package of robot modules")
     found: dict[str, RobotSpec] = {}
     for module_info in pkgutil.iter_modules(root.__path__):
         if module_info.name.startswith("_"):
             continue
-        module = importlib.import_module(f"{package}.{module_info.name}")
+        module = _import(f"{package}.{module_info.name}", package)
         for value in vars(module).values():
             spec = getattr(value, _ATTRIBUTE, None)
             if not isinstance(spec, RobotSpec) or spec.module != module.__name__:
@@ -157,6 +172,22 @@ def discover(package: str = "robots") -> dict[str, RobotSpec]:
                 )
             found[spec.name] = spec
     return dict(sorted(found.items()))
+
+
+def _import(module_name: str, package: str) -> ModuleType:
+    """Import a module of the robots package; any failure is one :class:`ConfigError` line."""
+    try:
+        return importlib.import_module(module_name)
+    except KansliError:
+        raise
+    except SyntaxError as error:
+        where = f"{error.filename}, line {error.lineno}" if error.filename else module_name
+        raise ConfigError(f"cannot import robot module {module_name} ({where}): "
+                          f"{error.msg}") from None
+    except Exception as error:  # noqa: BLE001 - a robot module's import may raise anything
+        what = (f"the robots package {package!r} (KANSLI_ROBOTS_PACKAGE)" if module_name == package
+                else f"robot module {module_name}")
+        raise ConfigError(f"cannot import {what}: {type(error).__name__}: {error}") from None
 
 
 def get_robot(name: str, package: str = "robots") -> RobotSpec:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 import filelock
 import psutil
@@ -409,13 +409,16 @@ class Runner:
 
     @contextmanager
     def _robot_lock(self, spec: RobotSpec, trigger: str, wait: bool) -> Iterator[bool]:
-        self.settings.locks_dir.mkdir(parents=True, exist_ok=True)
         lock = filelock.FileLock(self.settings.locks_dir / f"{spec.name}.lock")
         try:
+            self.settings.locks_dir.mkdir(parents=True, exist_ok=True)
             lock.acquire(timeout=-1 if wait else 0)
         except filelock.Timeout:
             yield False
             return
+        except OSError as error:
+            raise ConfigError(f"cannot take the robot's lock in {self.settings.locks_dir}: "
+                              f"{error.strerror or error}; check KANSLI_DATA_DIR") from None
         try:
             yield True
         finally:
@@ -446,8 +449,7 @@ class Runner:
     ) -> Run:
         self.reap_interrupted(spec.name)
         run_id = run_id or new_run_id()
-        run_dir = self.settings.runs_dir / run_id
-        (run_dir / "artifacts").mkdir(parents=True, exist_ok=True)
+        run_dir = self._make_run_dir(run_id)
         record = RunRecord(
             run_id=run_id, robot=spec.name, params=_public_params(params), trigger=trigger,
             actor=current_actor(), status="running", started_at=utcnow(), pid=os.getpid(),
@@ -455,12 +457,37 @@ class Runner:
         )
         self.store.create_run(record)
         audit = RunAudit(self.audit_log, run_id, spec.name, audit_actor(trigger))
-        audit.event("config.loaded", self._config_summary())
-        audit.event("run.started", {"trigger": trigger, "params": record.params,
-                                    "rerun_all": rerun_all, "os_user": record.actor})
+        try:
+            audit.event("config.loaded", self._config_summary())
+            audit.event("run.started", {"trigger": trigger, "params": record.params,
+                                        "rerun_all": rerun_all, "os_user": record.actor})
+        except KansliError as error:
+            self._fail_start(record, run_dir, f"{error} ({self.audit_log.directory}); check KANSLI_LOG_DIR")
         return Run(run_id=run_id, robot=spec, params=params, trigger=trigger, actor=record.actor,
                    run_dir=run_dir, settings=self.settings, store=self.store,
                    rerun_all=rerun_all, progress=progress or NoProgress(), audit=audit)
+
+    def _make_run_dir(self, run_id: str) -> Path:
+        """The run's folder with its (empty) log files; :class:`ConfigError` when it cannot be made."""
+        run_dir = self.settings.runs_dir / run_id
+        try:
+            (run_dir / "artifacts").mkdir(parents=True, exist_ok=True)
+            for name in ("log.jsonl", "log.txt"):
+                (run_dir / name).touch()
+        except OSError as error:
+            raise ConfigError(f"cannot create the run folder {run_dir}: {error.strerror or error}; "
+                              "check KANSLI_DATA_DIR") from None
+        return run_dir
+
+    def _fail_start(self, record: RunRecord, run_dir: Path, reason: str) -> NoReturn:
+        """Close a run that could not start as ``failed`` with ``reason`` (in its log too), and raise
+        :class:`ConfigError`: a record is never left ``running`` by a start-up failure."""
+        record.status, record.finished_at, record.error = "failed", utcnow(), f"not started: {reason}"
+        self.store.finish_run(record)
+        with run_sinks(run_dir, record.run_id), logger.contextualize(run_id=record.run_id,
+                                                                     robot=record.robot):
+            logger.bind(console=False).error("run {} not started: {}", record.run_id, reason)
+        raise ConfigError(f"run {record.run_id} of {record.robot} not started: {reason}")
 
     def _config_summary(self) -> dict[str, Any]:
         env_file = Path(".env")

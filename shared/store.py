@@ -19,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, make_url
 
-from shared.errors import ConfigError
+from shared.errors import ConfigError, UsageError
 
 SCHEMA_VERSION = 2
 #: Version 2 (work queues): items keyed by (queue, business key) in ``kansli_queue_items``; the
@@ -111,6 +111,9 @@ kv = sa.Table(
     sa.Column("value", sa.Text, nullable=False),
     sa.Column("updated_at", sa.String(40), nullable=False),
 )
+
+#: How many candidates an ambiguous run id prefix names.
+AMBIGUOUS_SHOWN = 5
 
 ACTIVE_STATUSES = ("running",)
 #: How an item of a run ended (``in_progress`` while it runs).
@@ -212,10 +215,18 @@ def _create_engine(url: str) -> Engine:
             except OSError as error:
                 raise ConfigError(f"cannot create the database folder {folder}: {error.strerror}; "
                                   "check KANSLI_DATA_DIR / KANSLI_DATABASE_URL") from None
-        engine = sa.create_engine(url, connect_args={"timeout": 30})
+        engine = _new_engine(url, connect_args={"timeout": 30})
         sa.event.listen(engine, "connect", _on_sqlite_connect)
         return engine
-    return sa.create_engine(url, pool_pre_ping=True)
+    return _new_engine(url, pool_pre_ping=True)
+
+
+def _new_engine(url: str, **options: Any) -> Engine:
+    try:
+        return sa.create_engine(url, **options)
+    except (sa.exc.ArgumentError, ImportError) as error:  # an unknown dialect, a driver not installed
+        where = make_url(url).render_as_string(hide_password=True)
+        raise ConfigError(f"invalid setting KANSLI_DATABASE_URL {where}: {error}") from None
 
 
 class Store:
@@ -239,9 +250,10 @@ class Store:
                     _migrate_to_queues(connection, self)
                 if before != SCHEMA_VERSION:
                     self._set_meta(connection, "schema_version", str(SCHEMA_VERSION))
-        except sa.exc.OperationalError as error:
+        except sa.exc.DBAPIError as error:
             where = make_url(self.url).render_as_string(hide_password=True)
-            raise ConfigError(f"cannot open the run history database {where}: {error.orig}") from None
+            reason = " ".join(line.strip() for line in str(error.orig).splitlines() if line.strip())
+            raise ConfigError(f"cannot open the run history database {where}: {reason}") from None
 
     @contextmanager
     def _schema_lock(self) -> Iterator[Connection]:
@@ -315,18 +327,30 @@ class Store:
         return _run_from_row(row) if row else None
 
     def find_run(self, prefix: str) -> RunRecord | None:
-        """A run by its id or a unique prefix of it (the newest when several match)."""
+        """A run by its id or a unique prefix of it; None when nothing matches.
+
+        A prefix that several runs share is a :class:`UsageError` naming the newest of them.
+        """
         exact = self.get_run(prefix)
-        if exact is not None:
+        if exact is not None or not prefix:
             return exact
         with self.engine.connect() as connection:
-            row = connection.execute(
+            rows = connection.execute(
                 sa.select(runs)
                 .where(runs.c.run_id.startswith(prefix, autoescape=True))
                 .order_by(runs.c.run_id.desc())
-                .limit(1)
-            ).first()
-        return _run_from_row(row) if row else None
+                .limit(AMBIGUOUS_SHOWN + 1)
+            ).all()
+        if len(rows) > 1:
+            raise UsageError(_ambiguous(prefix, [row.run_id for row in rows], self._count_prefix(prefix)))
+        return _run_from_row(rows[0]) if rows else None
+
+    def _count_prefix(self, prefix: str) -> int:
+        with self.engine.connect() as connection:
+            return int(connection.execute(
+                sa.select(sa.func.count()).select_from(runs)
+                .where(runs.c.run_id.startswith(prefix, autoescape=True))
+            ).scalar_one())
 
     def list_runs(
         self,
@@ -455,6 +479,12 @@ def _migrate_to_queues(connection: Connection, store: Store) -> None:
     ]
     if rows:
         connection.execute(queue_items.insert(), rows)
+
+
+def _ambiguous(prefix: str, run_ids: list[str], count: int) -> str:
+    shown = ", ".join(run_ids[:AMBIGUOUS_SHOWN])
+    more = f", and {count - AMBIGUOUS_SHOWN} more" if count > AMBIGUOUS_SHOWN else ""
+    return f"run id prefix {prefix!r} is ambiguous: {count} runs match ({shown}{more}); give more of the id"
 
 
 def _dumps(value: Any) -> str | None:

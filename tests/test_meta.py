@@ -49,3 +49,13 @@ def test_tests_mirror_the_framework() -> None:
     modules = sorted(path.stem for path in (REPO / "shared").glob("*.py") if not path.stem.startswith("_"))
     missing = [name for name in modules if not (REPO / "tests" / "shared" / f"test_{name}.py").is_file()]
     assert not missing, f"no tests/shared/test_<module>.py for: {', '.join(missing)}"
+
+
+def test_the_license_is_an_spdx_expression_the_build_backend_supports() -> None:
+    """A TOML table for ``project.license`` is deprecated (setuptools warns on every install); an SPDX
+    string needs setuptools >= 77."""
+    import tomllib
+
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    assert pyproject["project"]["license"] == "MIT"
+    assert "setuptools>=77" in pyproject["build-system"]["requires"]

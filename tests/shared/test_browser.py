@@ -329,3 +329,14 @@ def test_refused_credentials_end_the_pool_at_the_first_context(eservice: Running
     with pytest.raises(LoginError, match="refused the login"):
         asyncio.run(main())
     assert logins == [1], "refused credentials were tried again"
+
+
+def test_the_error_classes_caught_are_playwrights_public_ones() -> None:
+    """shared.browser takes them from playwright._impl._errors (cheap to import): they must stay the
+    very classes playwright.async_api raises, or a Playwright error would escape the mapping."""
+    import playwright.async_api
+
+    import shared.browser
+
+    assert shared.browser.PlaywrightError is playwright.async_api.Error
+    assert shared.browser.PlaywrightTimeoutError is playwright.async_api.TimeoutError

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from shared.doctor import check_chromium, check_database, check_directory, run_checks
+from shared.doctor import check_chromium, check_database, check_directory, check_robots, run_checks
 from shared.settings import load_settings
 from tests.conftest import kansli
 
-CHECK_NAMES = ["settings", "data dir", "log dir", "database", "chromium"]
+CHECK_NAMES = ["settings", "data dir", "log dir", "database", "robots", "chromium"]
 VERSION = r"Chromium \d+\.\d+\.\d+\.\d+"
 UNREACHABLE_PASSWORD = "doktor-hemlis-5521"
 UNREACHABLE_URL = f"postgresql+psycopg://nobody:{UNREACHABLE_PASSWORD}@127.0.0.1:1/x"
@@ -150,3 +150,14 @@ def test_doctor_cli_exits_4_and_stops_at_an_invalid_setting(kansli_env: Path) ->
     assert lines[0].startswith("FAIL settings: invalid setting KANSLI_BROWSER__WORKERS")
     assert lines[1].strip() == "fix: correct the variable in .env or the environment"
     assert len(lines) == 2  # the other checks need the settings, so they do not run
+
+
+def test_the_robots_check_lists_the_robots_or_names_the_package_that_does_not_import(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    check = check_robots(load_settings())
+    assert check.ok and "in package robots: decision_letters, intake_forms" in check.detail
+    monkeypatch.setenv("KANSLI_ROBOTS_PACKAGE", "nosuch")
+    broken = check_robots(load_settings())
+    assert not broken.ok and "cannot import the robots package 'nosuch'" in broken.detail
+    assert "KANSLI_ROBOTS_PACKAGE" in broken.fix

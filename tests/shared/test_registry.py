@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -8,6 +10,7 @@ import pytest
 from robots.decision_letters import decision_letters
 from shared.errors import ConfigError, ParameterError, UnknownRobotError
 from shared.registry import discover, get_robot, robot, spec_of
+from tests.conftest import REPO
 
 
 def test_decorator_returns_the_function_unchanged() -> None:
@@ -57,4 +60,87 @@ def test_duplicate_robot_names_are_an_error(tmp_path: Path, monkeypatch: pytest.
             discover("dup_robots")
     finally:
         for name in [name for name in sys.modules if name.startswith("dup_robots")]:
+            del sys.modules[name]
+
+
+#: docxtpl and openpyxl are imported by shared.documents / shared.excel themselves (their readers build
+#: classes on them); the rest come only when a robot runs.
+HEAVY_LIBRARIES = (
+    "playwright.async_api", "sqlalchemy", "apscheduler", "asyncssh", "pdfplumber", "imap_tools",
+)
+
+
+def test_discovery_does_not_import_the_robots_heavy_libraries() -> None:
+    """Listing robots must stay fast: robots import playwright, docxtpl, openpyxl (and the runner its
+    database layer) when they run, not when they are listed."""
+    script = (
+        "import json, sys\n"
+        "from shared.registry import discover\n"
+        "robots = discover('robots')\n"
+        f"print(json.dumps([sorted(robots), [m for m in {HEAVY_LIBRARIES!r} if m in sys.modules]]))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO,
+                            timeout=120, check=True)
+    robots, imported = json.loads(result.stdout)
+    assert {"decision_letters", "intake_forms"} <= set(robots)
+    assert imported == []
+
+
+def _package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, files: dict[str, str]) -> None:
+    package = tmp_path / name
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    for file_name, text in files.items():
+        (package / file_name).write_text(text)
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+
+def test_a_robots_package_that_cannot_be_imported_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="cannot import the robots package 'no_such_robots' "
+                       r"\(KANSLI_ROBOTS_PACKAGE\): ModuleNotFoundError"):
+        discover("no_such_robots")
+    with pytest.raises(ConfigError, match="is a module, not a package"):
+        discover("shared.errors")
+
+
+def test_a_robot_module_that_cannot_be_imported_is_a_config_error_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _package(tmp_path, monkeypatch, "broken_robots", {
+        "syntax.py": "def robot(:\n",
+    })
+    _package(tmp_path, monkeypatch, "missing_robots", {"needs.py": "import no_such_library\n"})
+    try:
+        with pytest.raises(ConfigError, match=r"robot module broken_robots.syntax \(.*syntax.py, line 1\)"):
+            discover("broken_robots")
+        with pytest.raises(ConfigError, match="robot module missing_robots.needs: ModuleNotFoundError: "
+                           "No module named 'no_such_library'"):
+            discover("missing_robots")
+    finally:
+        for name in [name for name in sys.modules if name.endswith("_robots") or "_robots." in name]:
+            if name.startswith(("broken_robots", "missing_robots")):
+                del sys.modules[name]
+
+
+def test_the_run_annotation_is_not_evaluated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A robot may import Run under TYPE_CHECKING; its other annotations are still checked."""
+    _package(tmp_path, monkeypatch, "lazy_robots", {"lazy.py": (
+        "from __future__ import annotations\n"
+        "from pathlib import Path\n"
+        "from typing import TYPE_CHECKING\n"
+        "from shared.registry import robot\n"
+        "if TYPE_CHECKING:\n"
+        "    from shared.runner import Run\n\n"
+        "@robot()\n"
+        "def lazy(run: Run, input: Path, count: int = 2) -> None:\n"
+        "    '''Lazy.'''\n"
+    )})
+    try:
+        spec = discover("lazy_robots")["lazy"]
+        params = spec.validate({"input": "a.xlsx", "count": "3"})
+        assert params.input == Path("a.xlsx") and params.count == 3  # type: ignore[attr-defined]
+        with pytest.raises(ParameterError, match="parameter 'count'"):
+            spec.validate({"input": "a.xlsx", "count": "tre"})
+    finally:
+        for name in [name for name in sys.modules if name.startswith("lazy_robots")]:
             del sys.modules[name]

@@ -133,3 +133,18 @@ def test_a_version_1_ledger_is_migrated_into_queues_keyed_by_business_key(tmp_pa
     assert {item.queue for run in runs for item in store.list_items(run.run_id)} == {None}
     Store(f"sqlite:///{copy}")  # opening again migrates nothing twice
     assert list_queues(store)["counting"] == {"done": 6}
+
+
+def test_an_ambiguous_run_id_prefix_is_a_usage_error_naming_the_candidates(store_url: str) -> None:
+    from shared.errors import UsageError
+
+    store = Store(store_url)
+    prefix = f"amb{uuid.uuid4().hex[:8]}-"
+    run_ids = [f"{prefix}{index}" for index in range(7)]
+    for run_id in run_ids:
+        store.create_run(_record("ambiguous", run_id))
+    with pytest.raises(UsageError, match=f"'{prefix}' is ambiguous: 7 runs match") as raised:
+        store.find_run(prefix)
+    assert f"{prefix}6, {prefix}5" in str(raised.value) and "and 2 more" in str(raised.value)
+    assert store.find_run(f"{prefix}3") is not None  # a full id that is also a prefix of none
+    assert store.find_run(f"{prefix}9") is None
