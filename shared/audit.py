@@ -84,6 +84,7 @@ class ProblemKind(StrEnum):
     TRUNCATED = "truncated"
     MISSING_DAY = "missing day"
     TORN = "torn"
+    UNANCHORED = "unanchored"
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ class Problem:
     def where(self) -> str:
         if self.file is None:
             return "the audit trail"
-        return self.file.name if self.line is None else f"{self.file.name}:{self.line}"
+        return str(self.file) if self.line is None else f"{self.file}:{self.line}"
 
 
 @dataclass
@@ -338,8 +339,10 @@ class AuditLog:
         *,
         clock: Callable[[], datetime] | None = None,
         pseudonym_key: str | None = None,
+        anchor: AuditAnchor | None = None,
     ) -> None:
         self.directory = Path(directory)
+        self.anchor = anchor
         self.keyed = key is not None
         self._digest = _make_digest(key)
         self._clock = clock or (lambda: datetime.now(UTC))
@@ -348,13 +351,16 @@ class AuditLog:
         self._file_lock = FileLock(str(self.directory / ".lock"), timeout=LOCK_TIMEOUT)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> AuditLog:
-        """The trail of ``<log_dir>/audit``, keyed and pseudonymised as configured."""
+    def from_settings(cls, settings: Settings, *, store: Store | None = None) -> AuditLog:
+        """The trail of ``<log_dir>/audit``, keyed and pseudonymised as configured, anchored in the
+        run history database (``store``, or the settings' database, opened at the first append)."""
         audit = settings.audit
+        url = settings.effective_database_url
         return cls(
             settings.log_dir / "audit",
             key=audit.key.get_secret_value() if audit.key else None,
             pseudonym_key=(audit.pseudonym_key.get_secret_value() if audit.pseudonym_key else None),
+            anchor=AuditAnchor(store if store is not None else lambda: _shared_store(url)),
         )
 
     # -- paths --------------------------------------------------------------------------------
@@ -446,6 +452,9 @@ class AuditLog:
     def _append_locked(self, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
         now = self._now()
         head = self._current_head()
+        plan = self.anchor.check(head.seq, head.hash) if self.anchor is not None else _AnchorPlan()
+        if plan.event is not None:
+            batch = [self._prepare(*plan.event), *batch]
         day = now.date()
         if head.newest is not None:
             day = max(day, date.fromisoformat(head.newest.stem))
@@ -465,7 +474,9 @@ class AuditLog:
         torn = head.needs_newline and target == head.newest
         _append_bytes(target, b"\n" + payload if torn else payload)
         self._write_head(seq, previous, target)
-        return written
+        if self.anchor is not None:
+            self.anchor.record(plan, (seq, previous), [(e["seq"], e["hash"]) for e in written])
+        return written[1:] if plan.event is not None else written
 
     def _prepare(
         self,
@@ -659,6 +670,8 @@ class AuditLog:
             return []
         with self._locked():
             deleted = self._retain(days)
+            if deleted and self.anchor is not None:
+                self.anchor.prune(self, date.fromisoformat(deleted[-1].stem))
             if deleted:
                 self.append(
                     "audit.retention",
@@ -707,7 +720,11 @@ class AuditLog:
         until: date | None = None,
         anchor: tuple[int, str] | None = None,
     ) -> VerifyReport:
-        """Recompute the chain file by file, line by line; report the first problem found."""
+        """Recompute the chain file by file, line by line; report the first problem found.
+
+        ``anchor`` is a head ``(seq, hash)`` recorded elsewhere. A log with an :class:`AuditAnchor`
+        also checks the head and checkpoints of its database (see docs/audit.md).
+        """
         return _Verifier(self, since, until, anchor).run()
 
     def search(
@@ -758,7 +775,11 @@ class AuditLog:
                     record.get("data"),
                 )
                 writer.write(fields, _utc(record["time"]))
-            return writer.close()
+            count = writer.close()
+            if self.anchor is not None and count:
+                plan = self.anchor.check(head.seq, head.hash)
+                self.anchor.record(plan, (writer.seq, writer.hash), writer.checkpoints)
+            return count
 
 
 class _BulkWriter:
@@ -770,6 +791,8 @@ class _BulkWriter:
         if self.handle is not None and head.needs_newline:
             self.handle.write(b"\n")
         self.count = 0
+        self.every = log.anchor.every if log.anchor is not None else 0
+        self.checkpoints: list[tuple[int, str]] = []
 
     def write(self, fields: dict[str, Any], moment: datetime) -> None:
         day = max(self.day, moment.date())
@@ -781,6 +804,8 @@ class _BulkWriter:
         assert self.handle is not None
         self.handle.write(line)
         self.count += 1
+        if self.every and self.seq % self.every == 0:
+            self.checkpoints.append((self.seq, self.hash))
 
     def _switch(self, day: date) -> None:
         self._flush_close()
@@ -841,10 +866,12 @@ class _Verifier:
     ) -> None:
         self.log, self.since, self.until = log, since, until
         self.digest = log._digest
-        self.checks: list[tuple[str, int, bytes]] = []
+        # (label, seq, hash, trusted): trusted checks are kept away from the files (the database)
+        self.checks: list[tuple[str, int, bytes, bool]] = []
         if anchor is not None:
-            self.checks.append(("anchor", anchor[0], anchor[1].encode()))
-        self.watch = {seq: digest for _, seq, digest in self.checks}
+            self.checks.append(("anchor", anchor[0], anchor[1].encode(), True))
+        self.database_head: tuple[int, str] | None = None
+        self.watch: set[int] = {1}
         self.watched: dict[int, tuple[bytes, Path, int]] = {}
         self.exp, self.last = 1, ZERO_HASH.encode()
         self.last_at: tuple[Path, int | None] | None = None
@@ -860,6 +887,8 @@ class _Verifier:
 
     def run(self) -> VerifyReport:
         self._read_head_file()
+        self._read_database()
+        self.watch.update(seq + offset for _, seq, _, _ in self.checks for offset in (0, 1))
         problem = None
         try:
             plan = self._plan()
@@ -877,8 +906,26 @@ class _Verifier:
             return
         seq, digest = stored.get("seq"), stored.get("hash")
         if isinstance(seq, int) and isinstance(digest, str):
-            self.checks.append(("head.json", seq, digest.encode()))
-            self.watch.setdefault(seq, digest.encode())
+            self.checks.append(("head.json", seq, digest.encode(), False))
+
+    def _read_database(self) -> None:
+        """The head and checkpoints anchored in the run history database, read before any line."""
+        anchor = self.log.anchor
+        if anchor is None:
+            return
+        try:
+            head, points = anchor.head(), anchor.checkpoints()
+        except _database_errors() as error:
+            self.log.anchor = None
+            self.notes.append(f"the database anchor could not be read ({type(error).__name__})")
+            return
+        if head is not None:
+            self.database_head = head
+            self.checks.append(("database's head anchor", head[0], head[1].encode(), True))
+        for seq, digest, note in points:
+            self.checks.append(("database checkpoint", seq, digest.encode(), True))
+            if note and note.startswith("events seq"):
+                self.notes.append(note)
 
     def _report(self, problem: Problem | None) -> VerifyReport:
         return VerifyReport(
@@ -909,8 +956,14 @@ class _Verifier:
         if self.since is None:
             return
         since = self.since
-        earlier = [day for day, _ in self.log.day_files(until=since - timedelta(days=1))]
-        earlier += [day for day in self.log.digest_files() if day < since]
+        files = dict(self.log.day_files(until=since - timedelta(days=1)))
+        earlier = [*files, *(day for day in self.log.digest_files() if day < since)]
+        if earlier and max(earlier) not in self.log.digest_files():
+            last = _last_event(files[max(earlier)])[0]
+            if last is not None:  # the day is not closed yet: continue from its last event
+                self.exp, self.last = last[0] + 1, last[1].encode()
+                self.last_at = (files[max(earlier)], None)
+                return
         if not earlier or max(earlier) not in self.log.digest_files():
             self.exp = 0
             self.notes.append(f"the link of the first event on or after {since} to earlier days is trusted")
@@ -1062,13 +1115,13 @@ class _Verifier:
                 ProblemKind.EDITED,
                 path,
                 number,
-                f"line {number} does not continue from {file.name}: the chain before it was changed",
+                f"line {number} does not continue from {file}: the chain before it was changed",
             )
         raise _Broken(
             ProblemKind.EDITED,
             file,
             line,
-            f"line {line} was changed and re-hashed: the next event ({path.name}:{number}) no "
+            f"line {line} was changed and re-hashed: the next event ({path}:{number}) no "
             "longer links to it",
         )
 
@@ -1079,7 +1132,7 @@ class _Verifier:
         digest_path = self.log.digest_path(day)
         digest = self._load_digest(day) if digest_path.exists() else None
         if digest is not None and digest["first_seq"] == self.exp:
-            raise _Broken(ProblemKind.DELETED, path, number, f"{missing} at the start of {path.name}")
+            raise _Broken(ProblemKind.DELETED, path, number, f"{missing} at the start of {path}")
         between: list[date] = []
         if self.last_day is not None:
             between = [self.last_day + timedelta(days=n) for n in range(1, (day - self.last_day).days)]
@@ -1150,7 +1203,7 @@ class _Verifier:
                 ProblemKind.DELETED,
                 path,
                 self.file_lines + 1,
-                f"{path.name} ends at seq {last_seq} but its digest records seq {digest['last_seq']}: "
+                f"{path} ends at seq {last_seq} but its digest records seq {digest['last_seq']}: "
                 "lines were removed from the end of the day",
             )
         if (digest["last_seq"], digest["last_hash"], digest["count"]) != (
@@ -1162,7 +1215,7 @@ class _Verifier:
                 ProblemKind.EDITED,
                 self.log.digest_path(day),
                 None,
-                f"{path.name} does not match its digest (count, last seq or last hash)",
+                f"{path} does not match its digest (count, last seq or last hash)",
             )
 
     def _digest_only(self, day: date) -> None:
@@ -1198,40 +1251,101 @@ class _Verifier:
             message = "last line torn by an interrupted write (not tampering)"
             self.torn = Problem(ProblemKind.TORN, torn.file, torn.line, message)
             self.torn_at_end = True
-        for label, seq, digest in self.checks:
-            self._check_anchor(label, seq, digest)
+        self._check_changed()
+        self._check_cut()
+        self._check_unanchored()
 
-    def _check_anchor(self, label: str, seq: int, digest: bytes) -> None:
-        if seq <= 0:
+    def _check_changed(self) -> None:
+        """A recorded hash the files no longer have: name the span the change lies in."""
+        seen = sorted(
+            (seq, label, digest, trusted)
+            for label, seq, digest, trusted in self.checks
+            if seq > 0 and seq in self.watched
+        )
+        bad = next((check for check in seen if self.watched[check[0]][0] != check[2]), None)
+        if bad is None:
             return
-        seen = self.watched.get(seq)
-        if seen is not None:
-            if seen[0] != digest:
-                raise _Broken(
-                    ProblemKind.TRUNCATED,
-                    seen[1],
-                    seen[2],
-                    f"seq {seq} differs from the {label}: the log was cut off and re-grown",
-                )
+        seq, label = bad[0], bad[1]
+        good = [
+            other for other, _, digest, trusted in seen
+            if trusted and other < seq and self.watched[other][0] == digest
+        ]
+        how = "(edited and re-hashed, or cut off and re-grown)"
+        if good:
+            first = max(good) + 1
+            _, path, line = self.watched.get(first, self.watched[seq])
+            message = (
+                f"events seq {first}..{seq} were changed after they were written {how}: seq {seq}'s "
+                f"hash differs from the {label}, seq {first - 1}'s still matches"
+            )
+        else:
+            _, path, line = self.watched[seq]
+            message = (
+                f"events up to seq {seq} were changed after they were written {how}: seq {seq}'s "
+                f"hash differs from the {label}"
+            )
+        raise _Broken(ProblemKind.EDITED, path, line, message)
+
+    def _check_cut(self) -> None:
+        """A recorded seq beyond the trail's end: its tail was cut off."""
+        if self.until is not None:
             return
         last_seq = self.exp - 1 if self.exp else 0
-        if self.until is None and seq > last_seq:
-            line = self.file_lines + 1 if self.last_file is not None else None
-            raise _Broken(
-                ProblemKind.TRUNCATED,
-                self.last_file,
-                line,
-                f"the log ends at seq {last_seq} but the {label} records seq {seq}: its tail was cut off",
-            )
+        beyond = [
+            (seq, label) for label, seq, _, _ in self.checks if seq > last_seq and seq not in self.watched
+        ]
+        if not beyond:
+            return
+        seq, label = max(beyond)
+        line = self.file_lines + 1 if self.last_file is not None else None
+        raise _Broken(
+            ProblemKind.TRUNCATED,
+            self.last_file,
+            line,
+            f"the log ends at seq {last_seq} but the {label} records seq {seq}: its tail (events seq "
+            f"{last_seq + 1}..{seq}) was cut off",
+        )
+
+    def _check_unanchored(self) -> None:
+        """Events past the database's head: appended outside Kansli (or not anchored yet)."""
+        anchor = self.log.anchor
+        last_seq = self.exp - 1 if self.exp else 0
+        if anchor is None or self.until is not None or last_seq == 0:
+            return
+        if self.database_head is not None and self.database_head[0] >= last_seq:
+            return
+        errors: tuple[type[Exception], ...] = (Timeout, *_database_errors())
+        try:  # appends anchor under the lock: take it to see the head of every batch already written
+            with self.log._file_lock.acquire(timeout=5):
+                current = anchor.head()
+        except errors:
+            self.notes.append("the end of the trail could not be compared with the database anchor")
+            return
+        anchored = current[0] if current is not None else 0
+        if anchored >= last_seq:
+            return
+        span = f"events seq {anchored + 1}..{last_seq}"
+        if self.log.keyed:
+            self.notes.append(f"{span} are not anchored in the database yet")
+            return
+        where = self.watched.get(anchored + 1)
+        path, line = (where[1], where[2]) if where else (self.last_file, None)
+        raise _Broken(
+            ProblemKind.UNANCHORED,
+            path,
+            line,
+            f"{span} are in the files but not anchored in the database: appended outside Kansli, "
+            "or written while the database could not be reached (see the log)",
+        )
 
 
 def _remaining(path: Path, number: int, handle: Any, later: list[Path]) -> Iterator[tuple[str, bytes]]:
     for offset, line in enumerate(handle, number + 1):
-        yield f"{path.name}:{offset}", line
+        yield f"{path}:{offset}", line
     for other in later:
         with other.open("rb") as stream:
             for offset, line in enumerate(stream, 1):
-                yield f"{other.name}:{offset}", line
+                yield f"{other}:{offset}", line
 
 
 # -- the trail of a run -------------------------------------------------------------------------------
@@ -1294,18 +1408,173 @@ class RunAudit:
 
 
 def anchor_head(log: AuditLog, store: Store) -> tuple[int, str]:
-    """Record the trail's head in the run history database (never moving it backwards)."""
+    """Record the trail's head in the run history database (never moving it backwards).
+
+    Appends of a log with an :class:`AuditAnchor` already anchor every batch; this stays for logs
+    without one (and is then a cheap no-op check).
+    """
+    from shared.store import save_audit_anchor
+
     seq, digest = log.head()
     stored = read_anchor(store)
     if stored is None or stored[0] < seq:
-        store.set_meta(ANCHOR_NAME, json.dumps({"seq": seq, "hash": digest}))
+        save_audit_anchor(store, (seq, digest), [])
     return seq, digest
 
 
 def read_anchor(store: Store) -> tuple[int, str] | None:
     """The head last anchored in the database, or None."""
-    found = store.get_meta(ANCHOR_NAME)
-    if found is None:
-        return None
-    value = json.loads(found[0])
-    return int(value["seq"]), str(value["hash"])
+    from shared.store import load_audit_head
+
+    return load_audit_head(store)
+
+
+# -- the anchor in the run history database -----------------------------------------------------------
+
+#: A checkpoint (seq -> hash) is kept for every event whose seq is a multiple of this.
+CHECKPOINT_EVERY = 100
+UNANCHORED_EVENT = "audit.unanchored"
+MISMATCH_EVENT = "audit.anchor_mismatch"
+
+_stores: dict[str, Store] = {}
+_stores_lock = threading.Lock()
+
+
+def _shared_store(url: str) -> Store:
+    """One open store per database URL and process (the scheduler appends through many AuditLogs)."""
+    from shared.store import Store
+
+    with _stores_lock:
+        store = _stores.get(url)
+        if store is None:
+            store = _stores[url] = Store(url)
+        return store
+
+
+class _AnchorPlan(NamedTuple):
+    """What an append found out before writing: an event to write first, evidence to keep."""
+
+    event: AuditEvent | None = None
+    evidence: tuple[tuple[int, str, str | None], ...] = ()
+
+
+class AuditAnchor:
+    """The trail's head and checkpoints in the run history database, kept at every append batch.
+
+    The head (``audit_head`` in ``kansli_meta``: the last event's seq and hash) is replaced after
+    every batch, under the trail's lock, by one small upsert on the already open store. Every
+    ``every``-th event also leaves a checkpoint (``kansli_audit_checkpoints``: seq -> hash,
+    insert-only), so :meth:`AuditLog.verify` can tell which span of events was changed after it was
+    written. Before writing, an append compares the files' head with the database's: events found
+    without an anchor are named in an ``audit.unanchored`` event, a database head the files no
+    longer reach in an ``audit.anchor_mismatch`` event, and the database head is kept as evidence.
+    A failed database write is logged as an error and never fails the append: the event is already
+    on disk, and the next batch anchors it.
+    """
+
+    def __init__(self, store: Store | Callable[[], Store], *, every: int = CHECKPOINT_EVERY) -> None:
+        if every < 1:
+            raise AuditError("the audit checkpoint interval must be at least 1")
+        self._source = store
+        self._store: Store | None = None
+        self.every = every
+        self._last: tuple[int, str] | None = None
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            source = self._source
+            self._store = source() if callable(source) else source
+        return self._store
+
+    def head(self) -> tuple[int, str] | None:
+        """The head last anchored, or None."""
+        from shared.store import load_audit_head
+
+        return load_audit_head(self.store)
+
+    def checkpoints(self) -> list[tuple[int, str, str | None]]:
+        """Every checkpoint ``(seq, hash, note)``; a note marks evidence an append kept."""
+        from shared.store import load_audit_checkpoints
+
+        return load_audit_checkpoints(self.store)
+
+    def check(self, seq: int, digest: str) -> _AnchorPlan:
+        """Before a batch, under the trail's lock: does the database's head match the files' head?"""
+        if self._last == (seq, digest):
+            return _AnchorPlan()
+        try:
+            stored = self.head()
+        except _database_errors() as error:
+            logger.error("cannot read the audit anchor from the run history database: {}", error)
+            return _AnchorPlan()
+        if stored == (seq, digest) or (stored is None and seq == 0):
+            return _AnchorPlan()
+        if stored is None or stored[0] < seq:
+            return self._unanchored(stored, seq, digest)
+        return self._mismatch(stored, seq)
+
+    def _unanchored(self, stored: tuple[int, str] | None, seq: int, digest: str) -> _AnchorPlan:
+        anchored = stored[0] if stored is not None else 0
+        logger.warning(
+            "audit events seq {}..{} were found without an anchor in the database (written while it "
+            "could not be reached, just before a crash, or outside Kansli); anchoring them now",
+            anchored + 1,
+            seq,
+        )
+        note = f"events seq {anchored + 1}..{seq} were found unanchored by a later append"
+        evidence: list[tuple[int, str, str | None]] = [(seq, digest, note)]
+        if stored is not None:
+            evidence.append((stored[0], stored[1], "an anchored head"))
+        data = {"first_seq": anchored + 1, "last_seq": seq, "anchored_seq": anchored}
+        return _AnchorPlan(AuditEvent(UNANCHORED_EVENT, data=data), tuple(evidence))
+
+    def _mismatch(self, stored: tuple[int, str], seq: int) -> _AnchorPlan:
+        logger.error(
+            "the audit trail ends at seq {} but the database anchored seq {} with another hash: the "
+            "trail's tail was cut off or changed; the anchored head is kept as evidence",
+            seq,
+            stored[0],
+        )
+        note = f"an anchored head; a later append found the trail at seq {seq}"
+        data = {"anchored_seq": stored[0], "trail_seq": seq}
+        return _AnchorPlan(AuditEvent(MISMATCH_EVENT, data=data), ((stored[0], stored[1], note),))
+
+    def record(self, plan: _AnchorPlan, head: tuple[int, str], written: Iterable[tuple[int, str]]) -> None:
+        """After a batch: the new head, the batch's checkpoints and any evidence, in one transaction."""
+        from shared.store import save_audit_anchor
+
+        every = self.every
+        rows = [*plan.evidence, *((seq, digest, None) for seq, digest in written if seq % every == 0)]
+        try:
+            save_audit_anchor(self.store, head, rows)
+        except _database_errors() as error:
+            self._last = None
+            logger.error(
+                "audit events up to seq {} are written but could not be anchored in the run history "
+                "database: {}",
+                head[0],
+                error,
+            )
+            return
+        self._last = head
+
+    def prune(self, log: AuditLog, through: date) -> None:
+        """Drop the checkpoints of days deleted by retention (up to ``through``, per its digest)."""
+        from shared.store import delete_audit_checkpoints_before
+
+        digest = _read_json(log.digest_path(through))
+        if digest is None or not log._digest_valid(digest):
+            return
+        try:
+            delete_audit_checkpoints_before(self.store, int(digest["last_seq"]) + 1)
+        except _database_errors() as error:
+            logger.error("cannot prune the audit checkpoints: {}", error)
+
+
+def _database_errors() -> tuple[type[Exception], ...]:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from shared.errors import KansliError
+
+    return (SQLAlchemyError, KansliError, OSError)

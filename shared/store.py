@@ -626,3 +626,68 @@ def renew_meta_lease(store: Store, name: str, owner: str) -> bool:
 def release_meta_lease(store: Store, name: str, owner: str) -> None:
     with store.engine.begin() as connection:
         connection.execute(kv.delete().where(kv.c.name == name, kv.c.value == owner))
+
+
+# -- audit anchor ---------------------------------------------------------------------------------
+# The audit trail's head and checkpoints (shared.audit.AuditAnchor): evidence kept away from the
+# audit files, so that a cut or re-hashed trail no longer matches what was recorded when it was written.
+
+AUDIT_HEAD = "audit_head"
+
+audit_checkpoints = sa.Table(
+    "kansli_audit_checkpoints",
+    metadata,
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+    sa.Column("note", sa.Text),
+    sa.Column("recorded_at", sa.String(40), nullable=False),
+)
+
+
+def save_audit_anchor(
+    store: Store, head: tuple[int, str], checkpoints: Sequence[tuple[int, str, str | None]]
+) -> None:
+    """Set the head and add checkpoints ``(seq, hash, note)`` in one short transaction.
+
+    Checkpoints are insert-only: one already recorded for a seq is never replaced.
+    """
+    value = json.dumps({"seq": head[0], "hash": head[1]})
+    with store.engine.begin() as connection:
+        store._set_meta(connection, AUDIT_HEAD, value)
+        if checkpoints:
+            now = utcnow()
+            rows = [{"seq": seq, "hash": digest, "note": note, "recorded_at": now}
+                    for seq, digest, note in checkpoints]
+            connection.execute(_insert_new_checkpoints(store), rows)
+
+
+def _insert_new_checkpoints(store: Store) -> Any:
+    if store.dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+    return insert(audit_checkpoints).on_conflict_do_nothing(index_elements=["seq"])
+
+
+def load_audit_head(store: Store) -> tuple[int, str] | None:
+    """The head last anchored, or None."""
+    found = store.get_meta(AUDIT_HEAD)
+    if found is None:
+        return None
+    value = json.loads(found[0])
+    return int(value["seq"]), str(value["hash"])
+
+
+def load_audit_checkpoints(store: Store) -> list[tuple[int, str, str | None]]:
+    """Every checkpoint ``(seq, hash, note)``, by seq."""
+    query = sa.select(audit_checkpoints.c.seq, audit_checkpoints.c.hash, audit_checkpoints.c.note)
+    with store.engine.connect() as connection:
+        rows = connection.execute(query.order_by(audit_checkpoints.c.seq)).all()
+    return [(int(row.seq), str(row.hash), row.note) for row in rows]
+
+
+def delete_audit_checkpoints_before(store: Store, seq: int) -> int:
+    """Drop the checkpoints of events deleted by retention (seq below ``seq``)."""
+    with store.engine.begin() as connection:
+        result = connection.execute(audit_checkpoints.delete().where(audit_checkpoints.c.seq < seq))
+    return int(result.rowcount or 0)
