@@ -4,9 +4,11 @@
     .venv/bin/python -m bench.audit --quick         # a smoke run in seconds
     .venv/bin/python -m bench.audit --events 200000 --keyed
 
-Appends are measured with fsync, one process and four at once. The large file set is written by the
-bulk writer (the same canonical lines and chain, one lock, buffered writes) over ten days, then
-verified and searched in fresh child processes whose peak RSS (VmHWM) is reported.
+Appends are measured with fsync, one process and four at once, without and with the head anchored in
+a run history database at every append (SQLite in the scratch folder, or ``--database URL``). The
+large file set is written by the bulk writer (the same canonical lines and chain, one lock, buffered
+writes) over ten days and anchored with its checkpoints, then verified (against the database's head
+and checkpoints) and searched in fresh child processes whose peak RSS (VmHWM) is reported.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import resource
+import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,7 +28,8 @@ from typing import Any
 
 from loguru import logger
 
-from shared.audit import AuditLog
+from shared.audit import AuditAnchor, AuditLog
+from shared.store import Store
 
 VERIFY_TARGET = 200_000  # events per second
 MEMORY_TARGET = 100.0  # MB
@@ -44,8 +48,13 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def _append_worker(directory: str, count: int, barrier: Any) -> tuple[float, float]:
-    log = AuditLog(Path(directory))
+def _log(directory: Path, database: str | None, key: str | None = None) -> AuditLog:
+    anchor = AuditAnchor(Store(database)) if database else None
+    return AuditLog(directory, key=key, anchor=anchor)
+
+
+def _append_worker(directory: str, database: str | None, count: int, barrier: Any) -> tuple[float, float]:
+    log = _log(Path(directory), database)
     barrier.wait()
     started = time.perf_counter()
     for number in range(count):
@@ -53,22 +62,27 @@ def _append_worker(directory: str, count: int, barrier: Any) -> tuple[float, flo
     return started, time.perf_counter()
 
 
-def bench_append(directory: Path, count: int) -> float:
-    """Events per second, one process, fsync per event."""
-    log = AuditLog(directory)
+def bench_append(directory: Path, count: int, database: str | None = None) -> float:
+    """Events per second, one process, fsync per event (and one anchor upsert with ``database``)."""
+    log = _log(directory, database)
     started = time.perf_counter()
     for number in range(count):
         log.append("item.outcome", run_id="bench", robot="bench", data={"item_key": str(number)})
     return count / (time.perf_counter() - started)
 
 
-def bench_append_concurrent(directory: Path, count: int, processes: int = 4) -> float:
+def bench_append_concurrent(
+    directory: Path, count: int, processes: int = 4, database: str | None = None
+) -> float:
     """Total events per second with ``processes`` processes appending at once."""
     context = multiprocessing.get_context("spawn")
     with context.Manager() as manager:
         barrier = manager.Barrier(processes)
         with ProcessPoolExecutor(processes, mp_context=context) as pool:
-            futures = [pool.submit(_append_worker, str(directory), count, barrier) for _ in range(processes)]
+            futures = [
+                pool.submit(_append_worker, str(directory), database, count, barrier)
+                for _ in range(processes)
+            ]
             spans = [future.result() for future in futures]
     elapsed = max(end for _, end in spans) - min(start for start, _ in spans)
     return processes * count / elapsed
@@ -93,16 +107,20 @@ def _records(total: int) -> Iterator[dict[str, Any]]:
         }
 
 
-def generate(directory: Path, total: int, key: str | None) -> float:
-    """Write ``total`` events over ten days; events per second."""
+def generate(directory: Path, total: int, key: str | None, database: str | None) -> float:
+    """Write ``total`` events over ten days (anchored, with checkpoints); events per second."""
+    log = _log(directory, database, key)
     started = time.perf_counter()
-    AuditLog(directory, key=key)._write_bulk(_records(total))
+    log._write_bulk(_records(total))
     return total / (time.perf_counter() - started)
 
 
-def _verify_child(directory: str, key: str | None) -> tuple[float, int, bool, str, float]:
+def _verify_child(
+    directory: str, key: str | None, database: str | None
+) -> tuple[float, int, bool, str, float]:
+    log = _log(Path(directory), database, key)
     started = time.perf_counter()
-    report = AuditLog(Path(directory), key=key).verify()
+    report = log.verify()
     elapsed = time.perf_counter() - started
     return elapsed, report.events, report.ok, report.summary(), _peak_mb()
 
@@ -130,8 +148,8 @@ def _row(name: str, value: str, target: str = "", passed: bool | None = None) ->
     print(f"{name:<44} {value:>16} {target:>14} {verdict:>7}")
 
 
-def _verify_rows(directory: Path, key: str | None, label: str) -> None:
-    elapsed, events, ok, summary, peak = _in_child(_verify_child, str(directory), key)
+def _verify_rows(directory: Path, key: str | None, label: str, database: str | None) -> None:
+    elapsed, events, ok, summary, peak = _in_child(_verify_child, str(directory), key, database)
     rate = events / elapsed
     _row(
         f"verify {label} ({events:,} events)",
@@ -151,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--appends", type=int, default=2000, help="appends per measurement")
     parser.add_argument("--quick", action="store_true", help="50,000 events, 300 appends")
     parser.add_argument("--keyed", action="store_true", help="also verify a keyed (HMAC) set")
+    parser.add_argument("--database", help="anchor in this database (default: SQLite in the scratch dir)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of the append measures")
     options = parser.parse_args(argv)
     logger.remove()
     logger.add(sys.stderr, level="WARNING")
@@ -158,22 +178,43 @@ def main(argv: list[str] | None = None) -> int:
     appends = 300 if options.quick else options.appends
     with tempfile.TemporaryDirectory(prefix="kansli-audit-bench-") as scratch:
         root = Path(scratch)
+        def database(name: str) -> str:  # one run history database per trail, as installed
+            return options.database or f"sqlite:///{root / name}.db"
+
         print(f"{'measure':<44} {'value':>16} {'target':>14} {'':>7}")
-        _row("append, 1 process (fsync each)", f"{bench_append(root / 'a1', appends):,.0f} ev/s")
-        rate = bench_append_concurrent(root / "a4", appends)
-        _row("append, 4 processes at once (total)", f"{rate:,.0f} ev/s")
-        _row(f"bulk generate {events:,} events", f"{generate(root / 'big', events, None):,.0f} ev/s")
+        _append_rows(root, appends, options.rounds, database)
+        rate = generate(root / "big", events, None, database("big"))
+        _row(f"bulk generate {events:,} events", f"{rate:,.0f} ev/s")
         size = sum(path.stat().st_size for path in (root / "big").glob("*.jsonl"))
         _row("file set size", f"{size / 1e6:,.0f} MB")
         _row("idle child peak RSS (python + imports)", f"{_in_child(_idle_child):.1f} MB")
-        _verify_rows(root / "big", None, "unkeyed")
+        _verify_rows(root / "big", None, "unkeyed", database("big"))
         elapsed, found, peak = _in_child(_search_child, str(root / "big"))
         _row(f"search robot+status ({found:,} hits)", f"{events / elapsed:,.0f} ev/s")
         _row("search: peak RSS", f"{peak:.1f} MB", f"< {MEMORY_TARGET:.0f} MB", peak < MEMORY_TARGET)
         if options.keyed:
-            generate(root / "keyed", events, "bench-key")
-            _verify_rows(root / "keyed", "bench-key", "keyed")
+            generate(root / "keyed", events, "bench-key", database("keyed"))
+            _verify_rows(root / "keyed", "bench-key", "keyed", database("keyed"))
     return 0
+
+
+def _append_rows(root: Path, appends: int, rounds: int, database: Callable[[str], str]) -> None:
+    """Each append rate bare and with the head anchored at every append, measured alternately
+    ``rounds`` times (the machine is shared: the median of alternating rounds is the fair figure)."""
+    rates: dict[str, list[float]] = {}
+    for number in range(rounds):
+        for label, anchored in (("", False), (", anchored", True)):
+            name = f"a1-{number}{label.strip(', ')}"
+            one = bench_append(root / name, appends, database(name) if anchored else None)
+            rates.setdefault(f"append, 1 process (fsync each){label}", []).append(one)
+        for label, anchored in (("", False), (", anchored", True)):
+            name = f"a4-{number}{label.strip(', ')}"
+            url = database(name) if anchored else None
+            four = bench_append_concurrent(root / name, appends, database=url)
+            rates.setdefault(f"append, 4 processes at once (total){label}", []).append(four)
+    for name, values in rates.items():
+        spread = f" ({min(values):,.0f}-{max(values):,.0f})" if len(values) > 1 else ""
+        _row(name, f"{statistics.median(values):,.0f} ev/s", spread.strip())
 
 
 if __name__ == "__main__":

@@ -55,6 +55,14 @@ if TYPE_CHECKING:
     from shared.store import Store
 
 ZERO_HASH = "0" * 64
+
+#: Every event type Kansli writes (docs/audit.md lists them); ``kansli audit search --event`` accepts these.
+EVENT_TYPES = (
+    "config.loaded", "run.started", "item.outcome", "run.finished", "run.skipped", "run.status_changed",
+    "run.missed", "run.triggered", "schedule.trigger.started", "schedule.paused", "schedule.resumed",
+    "schedule.synced", "daemon.started", "daemon.stopped", "audit.retention", "audit.unanchored",
+    "audit.anchor_mismatch",
+)
 LOCK_TIMEOUT = 60.0
 
 _SEP = b',"hash":"'
