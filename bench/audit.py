@@ -145,7 +145,7 @@ def _in_child(function: Any, *args: Any) -> Any:
 
 def _row(name: str, value: str, target: str = "", passed: bool | None = None) -> None:
     verdict = "" if passed is None else ("ok" if passed else "MISSED")
-    print(f"{name:<44} {value:>16} {target:>14} {verdict:>7}")
+    print(f"{name:<44} {value:>16} {target:>14} {verdict:>7}", flush=True)
 
 
 def _verify_rows(directory: Path, key: str | None, label: str, database: str | None) -> None:

@@ -879,6 +879,7 @@ class _Verifier:
         if anchor is not None:
             self.checks.append(("anchor", anchor[0], anchor[1].encode(), True))
         self.database_head: tuple[int, str] | None = None
+        self.anchored = False  # the database's head and checkpoints were read
         self.watch: set[int] = {1}
         self.watched: dict[int, tuple[bytes, Path, int]] = {}
         self.exp, self.last = 1, ZERO_HASH.encode()
@@ -924,9 +925,9 @@ class _Verifier:
         try:
             head, points = anchor.head(), anchor.checkpoints()
         except _database_errors() as error:
-            self.log.anchor = None
             self.notes.append(f"the database anchor could not be read ({type(error).__name__})")
             return
+        self.anchored = True
         if head is not None:
             self.database_head = head
             self.checks.append(("database's head anchor", head[0], head[1].encode(), True))
@@ -1318,7 +1319,7 @@ class _Verifier:
         """Events past the database's head: appended outside Kansli (or not anchored yet)."""
         anchor = self.log.anchor
         last_seq = self.exp - 1 if self.exp else 0
-        if anchor is None or self.until is not None or last_seq == 0:
+        if anchor is None or not self.anchored or self.until is not None or last_seq == 0:
             return
         if self.database_head is not None and self.database_head[0] >= last_seq:
             return
@@ -1418,12 +1419,15 @@ class RunAudit:
 def anchor_head(log: AuditLog, store: Store) -> tuple[int, str]:
     """Record the trail's head in the run history database (never moving it backwards).
 
-    Appends of a log with an :class:`AuditAnchor` already anchor every batch; this stays for logs
-    without one (and is then a cheap no-op check).
+    Appends of a log with an :class:`AuditAnchor` anchor every batch, under the lock and after
+    comparing with the database; for such a log this only returns the head (anchoring here could
+    silently anchor events added to the files outside Kansli).
     """
     from shared.store import save_audit_anchor
 
     seq, digest = log.head()
+    if log.anchor is not None:
+        return seq, digest
     stored = read_anchor(store)
     if stored is None or stored[0] < seq:
         save_audit_anchor(store, (seq, digest), [])
