@@ -5,7 +5,8 @@
     .venv/bin/python -m bench.audit --events 200000 --keyed
 
 Appends are measured with fsync, one process and four at once, without and with the head anchored in
-a run history database at every append (SQLite in the scratch folder, or ``--database URL``). The
+a run history database at every append (SQLite in the scratch folder, or ``--database URL``), event
+by event alternately into a bare and an anchored trail, so that other load hits both alike. The
 large file set is written by the bulk writer (the same canonical lines and chain, one lock, buffered
 writes) over ten days and anchored with its checkpoints, then verified (against the database's head
 and checkpoints) and searched in fresh child processes whose peak RSS (VmHWM) is reported.
@@ -53,28 +54,34 @@ def _log(directory: Path, database: str | None, key: str | None = None) -> Audit
     return AuditLog(directory, key=key, anchor=anchor)
 
 
-def _append_worker(directory: str, database: str | None, count: int, barrier: Any) -> tuple[float, float]:
-    log = _log(Path(directory), database)
+def _interleaved(directory: Path, database: str | None, count: int) -> tuple[float, float]:
+    """Seconds spent appending ``count`` events to a bare trail and ``count`` to an anchored one,
+    alternating event by event, so that the load of a shared machine falls on both alike."""
+    trails = (AuditLog(directory / "bare"), _log(directory / "anchored", database))
+    spent = [0.0, 0.0]
+    for number in range(count):
+        for index, log in enumerate(trails):
+            started = time.perf_counter()
+            log.append("item.outcome", run_id="bench", robot="bench", data={"item_key": str(number)})
+            spent[index] += time.perf_counter() - started
+    return spent[0], spent[1]
+
+
+def _append_worker(directory: str, database: str, count: int, barrier: Any) -> tuple[float, float]:
     barrier.wait()
-    started = time.perf_counter()
-    for number in range(count):
-        log.append("item.outcome", run_id="bench", robot="bench", data={"item_key": str(number)})
-    return started, time.perf_counter()
+    return _interleaved(Path(directory), database, count)
 
 
-def bench_append(directory: Path, count: int, database: str | None = None) -> float:
-    """Events per second, one process, fsync per event (and one anchor upsert with ``database``)."""
-    log = _log(directory, database)
-    started = time.perf_counter()
-    for number in range(count):
-        log.append("item.outcome", run_id="bench", robot="bench", data={"item_key": str(number)})
-    return count / (time.perf_counter() - started)
+def bench_append(directory: Path, count: int, database: str) -> tuple[float, float]:
+    """Events per second, one process, fsync per event: bare, and anchored in ``database``."""
+    bare, anchored = _interleaved(directory, database, count)
+    return count / bare, count / anchored
 
 
 def bench_append_concurrent(
-    directory: Path, count: int, processes: int = 4, database: str | None = None
-) -> float:
-    """Total events per second with ``processes`` processes appending at once."""
+    directory: Path, count: int, database: str, processes: int = 4
+) -> tuple[float, float]:
+    """Total events per second with ``processes`` processes appending to the same trails at once."""
     context = multiprocessing.get_context("spawn")
     with context.Manager() as manager:
         barrier = manager.Barrier(processes)
@@ -83,9 +90,10 @@ def bench_append_concurrent(
                 pool.submit(_append_worker, str(directory), database, count, barrier)
                 for _ in range(processes)
             ]
-            spans = [future.result() for future in futures]
-    elapsed = max(end for _, end in spans) - min(start for start, _ in spans)
-    return processes * count / elapsed
+            spent = [future.result() for future in futures]
+    bare = statistics.mean(bare for bare, _ in spent)
+    anchored = statistics.mean(anchored for _, anchored in spent)
+    return processes * count / bare, processes * count / anchored
 
 
 def _records(total: int) -> Iterator[dict[str, Any]]:
@@ -170,7 +178,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="50,000 events, 300 appends")
     parser.add_argument("--keyed", action="store_true", help="also verify a keyed (HMAC) set")
     parser.add_argument("--database", help="anchor in this database (default: SQLite in the scratch dir)")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of the append measures")
     options = parser.parse_args(argv)
     logger.remove()
     logger.add(sys.stderr, level="WARNING")
@@ -182,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
             return options.database or f"sqlite:///{root / name}.db"
 
         print(f"{'measure':<44} {'value':>16} {'target':>14} {'':>7}")
-        _append_rows(root, appends, options.rounds, database)
+        _append_rows(root, appends, database)
         rate = generate(root / "big", events, None, database("big"))
         _row(f"bulk generate {events:,} events", f"{rate:,.0f} ev/s")
         size = sum(path.stat().st_size for path in (root / "big").glob("*.jsonl"))
@@ -198,24 +205,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _append_rows(root: Path, appends: int, rounds: int, database: Callable[[str], str]) -> None:
-    """Each append rate bare and with the head anchored at every append, measured alternately
-    ``rounds`` times (the machine is shared: the median of alternating rounds is the fair figure)."""
-    rates: dict[str, list[float]] = {}
-    for number in range(rounds):
-        for label, anchored in (("", False), (", anchored", True)):
-            name = f"a1-{number}{label.strip(', ')}"
-            one = bench_append(root / name, appends, database(name) if anchored else None)
-            rates.setdefault(f"append, 1 process (fsync each){label}", []).append(one)
-        for label, anchored in (("", False), (", anchored", True)):
-            name = f"a4-{number}{label.strip(', ')}"
-            url = database(name) if anchored else None
-            four = bench_append_concurrent(root / name, appends, database=url)
-            rates.setdefault(f"append, 4 processes at once (total){label}", []).append(four)
-    for name, values in rates.items():
-        spread = f" ({min(values):,.0f}-{max(values):,.0f})" if len(values) > 1 else ""
-        _row(name, f"{statistics.median(values):,.0f} ev/s", spread.strip())
-
+def _append_rows(root: Path, appends: int, database: Callable[[str], str]) -> None:
+    """Each append rate bare (as before the anchor) and with the head anchored at every append."""
+    one = bench_append(root / "a1", appends, database("a1"))
+    four = bench_append_concurrent(root / "a4", appends, database("a4"))
+    for name, (bare, anchored) in (("1 process (fsync each)", one), ("4 processes at once (total)", four)):
+        _row(f"append, {name}", f"{bare:,.0f} ev/s")
+        _row(f"append, {name}, anchored", f"{anchored:,.0f} ev/s", f"{anchored / bare:.0%} of bare")
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -167,6 +167,16 @@ def test_a_database_that_cannot_be_written_never_fails_an_append(tmp_path: Path)
     assert report.ok and "events seq 6..6 were found unanchored by a later append" in report.summary()
 
 
+def test_the_run_end_anchor_never_anchors_events_added_outside_kansli(tmp_path: Path) -> None:
+    from shared.audit import anchor_head
+
+    trail = Trail(tmp_path, events=5)
+    trail.forge_appended(2)
+    assert anchor_head(trail.log, trail.store) == (7, trail.hash_at(7))
+    assert load_audit_head(trail.store) == (5, trail.hash_at(5))
+    assert problem_of(trail.verify())[0] == ProblemKind.UNANCHORED
+
+
 def test_checkpoints_of_days_deleted_by_retention_are_dropped(tmp_path: Path) -> None:
     trail = Trail(tmp_path, events=120)
     trail.clock.now += timedelta(days=40)
