@@ -125,12 +125,12 @@ def generate(directory: Path, total: int, key: str | None, database: str | None)
 
 def _verify_child(
     directory: str, key: str | None, database: str | None
-) -> tuple[float, int, bool, str, float]:
+) -> tuple[float, float, int, bool, str, float]:
     log = _log(Path(directory), database, key)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     report = log.verify()
-    elapsed = time.perf_counter() - started
-    return elapsed, report.events, report.ok, report.summary(), _peak_mb()
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return elapsed, cpu, report.events, report.ok, report.summary(), _peak_mb()
 
 
 def _search_child(directory: str) -> tuple[float, int, float]:
@@ -157,7 +157,7 @@ def _row(name: str, value: str, target: str = "", passed: bool | None = None) ->
 
 
 def _verify_rows(directory: Path, key: str | None, label: str, database: str | None) -> None:
-    elapsed, events, ok, summary, peak = _in_child(_verify_child, str(directory), key, database)
+    elapsed, cpu, events, ok, summary, peak = _in_child(_verify_child, str(directory), key, database)
     rate = events / elapsed
     _row(
         f"verify {label} ({events:,} events)",
@@ -166,6 +166,7 @@ def _verify_rows(directory: Path, key: str | None, label: str, database: str | N
         rate >= VERIFY_TARGET and ok,
     )
     _row(f"verify {label}: time", f"{elapsed:.2f} s")
+    _row(f"verify {label}: per CPU second (load-free)", f"{events / cpu:,.0f} ev/s")
     _row(f"verify {label}: peak RSS", f"{peak:.1f} MB", f"< {MEMORY_TARGET:.0f} MB", peak < MEMORY_TARGET)
     if not ok:
         print(f"  !! {summary}")
