@@ -82,6 +82,7 @@ def bench_append_concurrent(
     directory: Path, count: int, database: str, processes: int = 4
 ) -> tuple[float, float]:
     """Total events per second with ``processes`` processes appending to the same trails at once."""
+    Store(database)  # created before the workers open it, as an installed database is
     context = multiprocessing.get_context("spawn")
     with context.Manager() as manager:
         barrier = manager.Barrier(processes)

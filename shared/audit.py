@@ -460,9 +460,6 @@ class AuditLog:
     def _append_locked(self, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
         now = self._now()
         head = self._current_head()
-        plan = self.anchor.check(head.seq, head.hash) if self.anchor is not None else _AnchorPlan()
-        if plan.event is not None:
-            batch = [self._prepare(*plan.event), *batch]
         day = now.date()
         if head.newest is not None:
             day = max(day, date.fromisoformat(head.newest.stem))
@@ -483,8 +480,14 @@ class AuditLog:
         _append_bytes(target, b"\n" + payload if torn else payload)
         self._write_head(seq, previous, target)
         if self.anchor is not None:
-            self.anchor.record(plan, (seq, previous), [(e["seq"], e["hash"]) for e in written])
-        return written[1:] if plan.event is not None else written
+            written_hashes = [(e["seq"], e["hash"]) for e in written]
+            self._anchor_note(self.anchor.record((head.seq, head.hash), (seq, previous), written_hashes))
+        return written
+
+    def _anchor_note(self, note: AuditEvent | None) -> None:
+        """Append what the anchor found (the database's head was not the files' head), under the lock."""
+        if note is not None:
+            self._append_locked([self._prepare(*note)])
 
     def _prepare(
         self,
@@ -785,8 +788,8 @@ class AuditLog:
                 writer.write(fields, _utc(record["time"]))
             count = writer.close()
             if self.anchor is not None and count:
-                plan = self.anchor.check(head.seq, head.hash)
-                self.anchor.record(plan, (writer.seq, writer.hash), writer.checkpoints)
+                before, after = (head.seq, head.hash), (writer.seq, writer.hash)
+                self._anchor_note(self.anchor.record(before, after, writer.checkpoints))
             return count
 
 
@@ -1464,7 +1467,7 @@ def _shared_store(url: str) -> Store:
 
 
 class _AnchorPlan(NamedTuple):
-    """What an append found out before writing: an event to write first, evidence to keep."""
+    """What an append found when the database's head was not the files': an event, evidence."""
 
     event: AuditEvent | None = None
     evidence: tuple[tuple[int, str, str | None], ...] = ()
@@ -1473,15 +1476,15 @@ class _AnchorPlan(NamedTuple):
 class AuditAnchor:
     """The trail's head and checkpoints in the run history database, kept at every append batch.
 
-    The head (``audit_head`` in ``kansli_meta``: the last event's seq and hash) is replaced after
-    every batch, under the trail's lock, by one small upsert on the already open store. Every
-    ``every``-th event also leaves a checkpoint (``kansli_audit_checkpoints``: seq -> hash,
-    insert-only), so :meth:`AuditLog.verify` can tell which span of events was changed after it was
-    written. Before writing, an append compares the files' head with the database's: events found
-    without an anchor are named in an ``audit.unanchored`` event, a database head the files no
-    longer reach in an ``audit.anchor_mismatch`` event, and the database head is kept as evidence.
-    A failed database write is logged as an error and never fails the append: the event is already
-    on disk, and the next batch anchors it.
+    After every batch, under the trail's lock, the head (``audit_head`` in ``kansli_meta``: the last
+    event's seq and hash) moves from the files' head before the batch to the new one: one
+    conditional UPDATE on the already open store. Every ``every``-th event also leaves a
+    checkpoint (``kansli_audit_checkpoints``: seq -> hash, insert-only), so :meth:`AuditLog.verify`
+    can tell which span of events was changed after it was written. When the database's head was
+    not the files' head, the database's head is kept as evidence and an event says so:
+    ``audit.unanchored`` (the files held events without an anchor) or ``audit.anchor_mismatch`` (the
+    files end before the anchored head, or differ from it). A failed database write is logged as an
+    error and never fails the append: the event is already on disk.
     """
 
     def __init__(self, store: Store | Callable[[], Store], *, every: int = CHECKPOINT_EVERY) -> None:
@@ -1490,7 +1493,6 @@ class AuditAnchor:
         self._source = store
         self._store: Store | None = None
         self.every = every
-        self._last: tuple[int, str] | None = None
 
     @property
     def store(self) -> Store:
@@ -1511,26 +1513,42 @@ class AuditAnchor:
 
         return load_audit_checkpoints(self.store)
 
-    def check(self, seq: int, digest: str) -> _AnchorPlan:
-        """Before a batch, under the trail's lock: does the database's head match the files' head?"""
-        if self._last == (seq, digest):
-            return _AnchorPlan()
+    def record(
+        self, before: tuple[int, str], head: tuple[int, str], written: Iterable[tuple[int, str]]
+    ) -> AuditEvent | None:
+        """After a batch that moved the files' head from ``before`` to ``head``: anchor it, with the
+        batch's checkpoints. Returns the event to append when the database's head was not ``before``."""
+        from shared.store import advance_audit_head, save_audit_anchor
+
+        every = self.every
+        points = [(seq, digest, None) for seq, digest in written if seq % every == 0]
         try:
-            stored = self.head()
+            if advance_audit_head(self.store, before, head, points):
+                return None
+            plan = self._compare(self.head(), before)
+            save_audit_anchor(self.store, head, [*plan.evidence, *points])
         except _database_errors() as error:
-            logger.error("cannot read the audit anchor from the run history database: {}", error)
+            logger.error(
+                "audit events up to seq {} are written but could not be anchored in the run history "
+                "database: {}",
+                head[0],
+                error,
+            )
+            return None
+        return plan.event
+
+    def _compare(self, stored: tuple[int, str] | None, before: tuple[int, str]) -> _AnchorPlan:
+        if stored == before or (stored is None and before[0] == 0):
             return _AnchorPlan()
-        if stored == (seq, digest) or (stored is None and seq == 0):
-            return _AnchorPlan()
-        if stored is None or stored[0] < seq:
-            return self._unanchored(stored, seq, digest)
-        return self._mismatch(stored, seq)
+        if stored is None or stored[0] < before[0]:
+            return self._unanchored(stored, *before)
+        return self._mismatch(stored, before[0])
 
     def _unanchored(self, stored: tuple[int, str] | None, seq: int, digest: str) -> _AnchorPlan:
         anchored = stored[0] if stored is not None else 0
         logger.warning(
             "audit events seq {}..{} were found without an anchor in the database (written while it "
-            "could not be reached, just before a crash, or outside Kansli); anchoring them now",
+            "could not be reached, just before a crash, or outside Kansli); anchored now",
             anchored + 1,
             seq,
         )
@@ -1543,7 +1561,7 @@ class AuditAnchor:
 
     def _mismatch(self, stored: tuple[int, str], seq: int) -> _AnchorPlan:
         logger.error(
-            "the audit trail ends at seq {} but the database anchored seq {} with another hash: the "
+            "the audit trail ended at seq {} but the database anchored seq {} with another hash: the "
             "trail's tail was cut off or changed; the anchored head is kept as evidence",
             seq,
             stored[0],
@@ -1551,25 +1569,6 @@ class AuditAnchor:
         note = f"an anchored head; a later append found the trail at seq {seq}"
         data = {"anchored_seq": stored[0], "trail_seq": seq}
         return _AnchorPlan(AuditEvent(MISMATCH_EVENT, data=data), ((stored[0], stored[1], note),))
-
-    def record(self, plan: _AnchorPlan, head: tuple[int, str], written: Iterable[tuple[int, str]]) -> None:
-        """After a batch: the new head, the batch's checkpoints and any evidence, in one transaction."""
-        from shared.store import save_audit_anchor
-
-        every = self.every
-        rows = [*plan.evidence, *((seq, digest, None) for seq, digest in written if seq % every == 0)]
-        try:
-            save_audit_anchor(self.store, head, rows)
-        except _database_errors() as error:
-            self._last = None
-            logger.error(
-                "audit events up to seq {} are written but could not be anchored in the run history "
-                "database: {}",
-                head[0],
-                error,
-            )
-            return
-        self._last = head
 
     def prune(self, log: AuditLog, through: date) -> None:
         """Drop the checkpoints of days deleted by retention (up to ``through``, per its digest)."""

@@ -651,14 +651,44 @@ def save_audit_anchor(
 
     Checkpoints are insert-only: one already recorded for a seq is never replaced.
     """
-    value = json.dumps({"seq": head[0], "hash": head[1]})
     with store.engine.begin() as connection:
-        store._set_meta(connection, AUDIT_HEAD, value)
+        store._set_meta(connection, AUDIT_HEAD, _head_value(head))
         if checkpoints:
             now = utcnow()
             rows = [{"seq": seq, "hash": digest, "note": note, "recorded_at": now}
                     for seq, digest, note in checkpoints]
             connection.execute(_insert_new_checkpoints(store), rows)
+
+
+_advance_head = (
+    kv.update()
+    .where(kv.c.name == sa.bindparam("head_name"), kv.c.value == sa.bindparam("expected_value"))
+    .values(value=sa.bindparam("new_value"), updated_at=sa.bindparam("new_time"))
+)
+
+
+def _head_value(head: tuple[int, str]) -> str:
+    return json.dumps({"seq": head[0], "hash": head[1]})
+
+
+def advance_audit_head(
+    store: Store,
+    expected: tuple[int, str],
+    head: tuple[int, str],
+    checkpoints: Sequence[tuple[int, str, str | None]],
+) -> bool:
+    """Move the head from ``expected`` to ``head`` and add checkpoints, in one transaction; False
+    (nothing written) when the stored head is not ``expected``. One UPDATE in the common case."""
+    values = {"head_name": AUDIT_HEAD, "expected_value": _head_value(expected),
+              "new_value": _head_value(head), "new_time": utcnow()}
+    with store.engine.begin() as connection:
+        if connection.execute(_advance_head, values).rowcount != 1:
+            return False
+        if checkpoints:
+            rows = [{"seq": seq, "hash": digest, "note": note, "recorded_at": values["new_time"]}
+                    for seq, digest, note in checkpoints]
+            connection.execute(_insert_new_checkpoints(store), rows)
+    return True
 
 
 def _insert_new_checkpoints(store: Store) -> Any:
