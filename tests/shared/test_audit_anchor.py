@@ -9,6 +9,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from shared.audit import CHECKPOINT_EVERY, AuditAnchor, AuditLog, ProblemKind, RunAudit, VerifyReport
 from shared.errors import ConfigError
@@ -165,6 +166,11 @@ def test_a_database_that_cannot_be_written_never_fails_an_append(tmp_path: Path)
     assert events[-3:] == ["daemon.stopped", "daemon.started", "audit.unanchored"]
     report = trail.verify()
     assert report.ok and "events seq 6..6 were found unanchored by a later append" in report.summary()
+
+    broken = Store(f"sqlite:///{tmp_path / 'broken.db'}")  # a database whose writes fail
+    with broken.engine.begin() as connection:
+        connection.execute(sa.text("DROP TABLE kansli_meta"))
+    assert trail.open(store=broken).append("daemon.stopped")["seq"] == 9
 
 
 def test_the_run_end_anchor_never_anchors_events_added_outside_kansli(tmp_path: Path) -> None:
