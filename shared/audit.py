@@ -15,7 +15,10 @@ the hashed bytes are exactly the line up to ``,"hash":"`` plus ``}``, which is w
 
 When a day closes, a digest ``YYYY-MM-DD.digest.json`` records its first and last event and a hash
 over those fields, so a whole day's file cannot disappear unnoticed. ``head.json`` caches the last
-``seq``/``hash``; the files themselves are always the truth.
+``seq``/``hash``; the files themselves are always the truth. With an :class:`AuditAnchor`, every
+append also records the head, and every 100th event a checkpoint, in the run history database,
+where an attacker with write access to the audit folder cannot follow (docs/audit.md has the table
+of what each attacker can hide).
 
 Every field passes :func:`shared.redaction.redact_value` before it is hashed or written: no secret and
 no personal identity number ever reaches the trail (with a pseudonym key, numbers become stable
