@@ -15,7 +15,10 @@ the hashed bytes are exactly the line up to ``,"hash":"`` plus ``}``, which is w
 
 When a day closes, a digest ``YYYY-MM-DD.digest.json`` records its first and last event and a hash
 over those fields, so a whole day's file cannot disappear unnoticed. ``head.json`` caches the last
-``seq``/``hash``; the files themselves are always the truth.
+``seq``/``hash``; the files themselves are always the truth. With an :class:`AuditAnchor`, every
+append also records the head, and every 100th event a checkpoint, in the run history database,
+where an attacker with write access to the audit folder cannot follow (docs/audit.md has the table
+of what each attacker can hide).
 
 Every field passes :func:`shared.redaction.redact_value` before it is hashed or written: no secret and
 no personal identity number ever reaches the trail (with a pseudonym key, numbers become stable
@@ -55,6 +58,14 @@ if TYPE_CHECKING:
     from shared.store import Store
 
 ZERO_HASH = "0" * 64
+
+#: Every event type Kansli writes (docs/audit.md lists them); ``kansli audit search --event`` accepts these.
+EVENT_TYPES = (
+    "config.loaded", "run.started", "item.outcome", "run.finished", "run.skipped", "run.status_changed",
+    "run.missed", "run.triggered", "schedule.trigger.started", "schedule.paused", "schedule.resumed",
+    "schedule.synced", "daemon.started", "daemon.stopped", "audit.retention", "audit.unanchored",
+    "audit.anchor_mismatch",
+)
 LOCK_TIMEOUT = 60.0
 
 _SEP = b',"hash":"'
@@ -84,6 +95,7 @@ class ProblemKind(StrEnum):
     TRUNCATED = "truncated"
     MISSING_DAY = "missing day"
     TORN = "torn"
+    UNANCHORED = "unanchored"
 
 
 @dataclass(frozen=True)
@@ -98,7 +110,7 @@ class Problem:
     def where(self) -> str:
         if self.file is None:
             return "the audit trail"
-        return self.file.name if self.line is None else f"{self.file.name}:{self.line}"
+        return str(self.file) if self.line is None else f"{self.file}:{self.line}"
 
 
 @dataclass
@@ -338,8 +350,10 @@ class AuditLog:
         *,
         clock: Callable[[], datetime] | None = None,
         pseudonym_key: str | None = None,
+        anchor: AuditAnchor | None = None,
     ) -> None:
         self.directory = Path(directory)
+        self.anchor = anchor
         self.keyed = key is not None
         self._digest = _make_digest(key)
         self._clock = clock or (lambda: datetime.now(UTC))
@@ -348,13 +362,16 @@ class AuditLog:
         self._file_lock = FileLock(str(self.directory / ".lock"), timeout=LOCK_TIMEOUT)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> AuditLog:
-        """The trail of ``<log_dir>/audit``, keyed and pseudonymised as configured."""
+    def from_settings(cls, settings: Settings, *, store: Store | None = None) -> AuditLog:
+        """The trail of ``<log_dir>/audit``, keyed and pseudonymised as configured, anchored in the
+        run history database (``store``, or the settings' database, opened at the first append)."""
         audit = settings.audit
+        url = settings.effective_database_url
         return cls(
             settings.log_dir / "audit",
             key=audit.key.get_secret_value() if audit.key else None,
             pseudonym_key=(audit.pseudonym_key.get_secret_value() if audit.pseudonym_key else None),
+            anchor=AuditAnchor(store if store is not None else lambda: _shared_store(url)),
         )
 
     # -- paths --------------------------------------------------------------------------------
@@ -465,7 +482,15 @@ class AuditLog:
         torn = head.needs_newline and target == head.newest
         _append_bytes(target, b"\n" + payload if torn else payload)
         self._write_head(seq, previous, target)
+        if self.anchor is not None:
+            written_hashes = [(e["seq"], e["hash"]) for e in written]
+            self._anchor_note(self.anchor.record((head.seq, head.hash), (seq, previous), written_hashes))
         return written
+
+    def _anchor_note(self, note: AuditEvent | None) -> None:
+        """Append what the anchor found (the database's head was not the files' head), under the lock."""
+        if note is not None:
+            self._append_locked([self._prepare(*note)])
 
     def _prepare(
         self,
@@ -659,6 +684,8 @@ class AuditLog:
             return []
         with self._locked():
             deleted = self._retain(days)
+            if deleted and self.anchor is not None:
+                self.anchor.prune(self, date.fromisoformat(deleted[-1].stem))
             if deleted:
                 self.append(
                     "audit.retention",
@@ -707,7 +734,11 @@ class AuditLog:
         until: date | None = None,
         anchor: tuple[int, str] | None = None,
     ) -> VerifyReport:
-        """Recompute the chain file by file, line by line; report the first problem found."""
+        """Recompute the chain file by file, line by line; report the first problem found.
+
+        ``anchor`` is a head ``(seq, hash)`` recorded elsewhere. A log with an :class:`AuditAnchor`
+        also checks the head and checkpoints of its database (see docs/audit.md).
+        """
         return _Verifier(self, since, until, anchor).run()
 
     def search(
@@ -758,7 +789,11 @@ class AuditLog:
                     record.get("data"),
                 )
                 writer.write(fields, _utc(record["time"]))
-            return writer.close()
+            count = writer.close()
+            if self.anchor is not None and count:
+                before, after = (head.seq, head.hash), (writer.seq, writer.hash)
+                self._anchor_note(self.anchor.record(before, after, writer.checkpoints))
+            return count
 
 
 class _BulkWriter:
@@ -770,6 +805,8 @@ class _BulkWriter:
         if self.handle is not None and head.needs_newline:
             self.handle.write(b"\n")
         self.count = 0
+        self.every = log.anchor.every if log.anchor is not None else 0
+        self.checkpoints: list[tuple[int, str]] = []
 
     def write(self, fields: dict[str, Any], moment: datetime) -> None:
         day = max(self.day, moment.date())
@@ -781,6 +818,8 @@ class _BulkWriter:
         assert self.handle is not None
         self.handle.write(line)
         self.count += 1
+        if self.every and self.seq % self.every == 0:
+            self.checkpoints.append((self.seq, self.hash))
 
     def _switch(self, day: date) -> None:
         self._flush_close()
@@ -841,10 +880,13 @@ class _Verifier:
     ) -> None:
         self.log, self.since, self.until = log, since, until
         self.digest = log._digest
-        self.checks: list[tuple[str, int, bytes]] = []
+        # (label, seq, hash, trusted): trusted checks are kept away from the files (the database)
+        self.checks: list[tuple[str, int, bytes, bool]] = []
         if anchor is not None:
-            self.checks.append(("anchor", anchor[0], anchor[1].encode()))
-        self.watch = {seq: digest for _, seq, digest in self.checks}
+            self.checks.append(("anchor", anchor[0], anchor[1].encode(), True))
+        self.database_head: tuple[int, str] | None = None
+        self.anchored = False  # the database's head and checkpoints were read
+        self.watch: set[int] = {1}
         self.watched: dict[int, tuple[bytes, Path, int]] = {}
         self.exp, self.last = 1, ZERO_HASH.encode()
         self.last_at: tuple[Path, int | None] | None = None
@@ -860,6 +902,8 @@ class _Verifier:
 
     def run(self) -> VerifyReport:
         self._read_head_file()
+        self._read_database()
+        self.watch.update(seq + offset for _, seq, _, _ in self.checks for offset in (0, 1))
         problem = None
         try:
             plan = self._plan()
@@ -877,8 +921,26 @@ class _Verifier:
             return
         seq, digest = stored.get("seq"), stored.get("hash")
         if isinstance(seq, int) and isinstance(digest, str):
-            self.checks.append(("head.json", seq, digest.encode()))
-            self.watch.setdefault(seq, digest.encode())
+            self.checks.append(("head.json", seq, digest.encode(), False))
+
+    def _read_database(self) -> None:
+        """The head and checkpoints anchored in the run history database, read before any line."""
+        anchor = self.log.anchor
+        if anchor is None:
+            return
+        try:
+            head, points = anchor.head(), anchor.checkpoints()
+        except _database_errors() as error:
+            self.notes.append(f"the database anchor could not be read ({type(error).__name__})")
+            return
+        self.anchored = True
+        if head is not None:
+            self.database_head = head
+            self.checks.append(("database's head anchor", head[0], head[1].encode(), True))
+        for seq, digest, note in points:
+            self.checks.append(("database checkpoint", seq, digest.encode(), True))
+            if note and note.startswith("events seq"):
+                self.notes.append(note)
 
     def _report(self, problem: Problem | None) -> VerifyReport:
         return VerifyReport(
@@ -909,8 +971,14 @@ class _Verifier:
         if self.since is None:
             return
         since = self.since
-        earlier = [day for day, _ in self.log.day_files(until=since - timedelta(days=1))]
-        earlier += [day for day in self.log.digest_files() if day < since]
+        files = dict(self.log.day_files(until=since - timedelta(days=1)))
+        earlier = [*files, *(day for day in self.log.digest_files() if day < since)]
+        if earlier and max(earlier) not in self.log.digest_files():
+            last = _last_event(files[max(earlier)])[0]
+            if last is not None:  # the day is not closed yet: continue from its last event
+                self.exp, self.last = last[0] + 1, last[1].encode()
+                self.last_at = (files[max(earlier)], None)
+                return
         if not earlier or max(earlier) not in self.log.digest_files():
             self.exp = 0
             self.notes.append(f"the link of the first event on or after {since} to earlier days is trusted")
@@ -1062,13 +1130,13 @@ class _Verifier:
                 ProblemKind.EDITED,
                 path,
                 number,
-                f"line {number} does not continue from {file.name}: the chain before it was changed",
+                f"line {number} does not continue from {file}: the chain before it was changed",
             )
         raise _Broken(
             ProblemKind.EDITED,
             file,
             line,
-            f"line {line} was changed and re-hashed: the next event ({path.name}:{number}) no "
+            f"line {line} was changed and re-hashed: the next event ({path}:{number}) no "
             "longer links to it",
         )
 
@@ -1079,7 +1147,7 @@ class _Verifier:
         digest_path = self.log.digest_path(day)
         digest = self._load_digest(day) if digest_path.exists() else None
         if digest is not None and digest["first_seq"] == self.exp:
-            raise _Broken(ProblemKind.DELETED, path, number, f"{missing} at the start of {path.name}")
+            raise _Broken(ProblemKind.DELETED, path, number, f"{missing} at the start of {path}")
         between: list[date] = []
         if self.last_day is not None:
             between = [self.last_day + timedelta(days=n) for n in range(1, (day - self.last_day).days)]
@@ -1150,7 +1218,7 @@ class _Verifier:
                 ProblemKind.DELETED,
                 path,
                 self.file_lines + 1,
-                f"{path.name} ends at seq {last_seq} but its digest records seq {digest['last_seq']}: "
+                f"{path} ends at seq {last_seq} but its digest records seq {digest['last_seq']}: "
                 "lines were removed from the end of the day",
             )
         if (digest["last_seq"], digest["last_hash"], digest["count"]) != (
@@ -1162,7 +1230,7 @@ class _Verifier:
                 ProblemKind.EDITED,
                 self.log.digest_path(day),
                 None,
-                f"{path.name} does not match its digest (count, last seq or last hash)",
+                f"{path} does not match its digest (count, last seq or last hash)",
             )
 
     def _digest_only(self, day: date) -> None:
@@ -1198,40 +1266,101 @@ class _Verifier:
             message = "last line torn by an interrupted write (not tampering)"
             self.torn = Problem(ProblemKind.TORN, torn.file, torn.line, message)
             self.torn_at_end = True
-        for label, seq, digest in self.checks:
-            self._check_anchor(label, seq, digest)
+        self._check_changed()
+        self._check_cut()
+        self._check_unanchored()
 
-    def _check_anchor(self, label: str, seq: int, digest: bytes) -> None:
-        if seq <= 0:
+    def _check_changed(self) -> None:
+        """A recorded hash the files no longer have: name the span the change lies in."""
+        seen = sorted(
+            (seq, label, digest, trusted)
+            for label, seq, digest, trusted in self.checks
+            if seq > 0 and seq in self.watched
+        )
+        bad = next((check for check in seen if self.watched[check[0]][0] != check[2]), None)
+        if bad is None:
             return
-        seen = self.watched.get(seq)
-        if seen is not None:
-            if seen[0] != digest:
-                raise _Broken(
-                    ProblemKind.TRUNCATED,
-                    seen[1],
-                    seen[2],
-                    f"seq {seq} differs from the {label}: the log was cut off and re-grown",
-                )
+        seq, label = bad[0], bad[1]
+        good = [
+            other for other, _, digest, trusted in seen
+            if trusted and other < seq and self.watched[other][0] == digest
+        ]
+        how = "(edited and re-hashed, or cut off and re-grown)"
+        if good:
+            first = max(good) + 1
+            _, path, line = self.watched.get(first, self.watched[seq])
+            message = (
+                f"events seq {first}..{seq} were changed after they were written {how}: seq {seq}'s "
+                f"hash differs from the {label}, seq {first - 1}'s still matches"
+            )
+        else:
+            _, path, line = self.watched[seq]
+            message = (
+                f"events up to seq {seq} were changed after they were written {how}: seq {seq}'s "
+                f"hash differs from the {label}"
+            )
+        raise _Broken(ProblemKind.EDITED, path, line, message)
+
+    def _check_cut(self) -> None:
+        """A recorded seq beyond the trail's end: its tail was cut off."""
+        if self.until is not None:
             return
         last_seq = self.exp - 1 if self.exp else 0
-        if self.until is None and seq > last_seq:
-            line = self.file_lines + 1 if self.last_file is not None else None
-            raise _Broken(
-                ProblemKind.TRUNCATED,
-                self.last_file,
-                line,
-                f"the log ends at seq {last_seq} but the {label} records seq {seq}: its tail was cut off",
-            )
+        beyond = [
+            (seq, label) for label, seq, _, _ in self.checks if seq > last_seq and seq not in self.watched
+        ]
+        if not beyond:
+            return
+        seq, label = max(beyond)
+        line = self.file_lines + 1 if self.last_file is not None else None
+        raise _Broken(
+            ProblemKind.TRUNCATED,
+            self.last_file,
+            line,
+            f"the log ends at seq {last_seq} but the {label} records seq {seq}: its tail (events seq "
+            f"{last_seq + 1}..{seq}) was cut off",
+        )
+
+    def _check_unanchored(self) -> None:
+        """Events past the database's head: appended outside Kansli (or not anchored yet)."""
+        anchor = self.log.anchor
+        last_seq = self.exp - 1 if self.exp else 0
+        if anchor is None or not self.anchored or self.until is not None or last_seq == 0:
+            return
+        if self.database_head is not None and self.database_head[0] >= last_seq:
+            return
+        errors: tuple[type[Exception], ...] = (Timeout, *_database_errors())
+        try:  # appends anchor under the lock: take it to see the head of every batch already written
+            with self.log._file_lock.acquire(timeout=5):
+                current = anchor.head()
+        except errors:
+            self.notes.append("the end of the trail could not be compared with the database anchor")
+            return
+        anchored = current[0] if current is not None else 0
+        if anchored >= last_seq:
+            return
+        span = f"events seq {anchored + 1}..{last_seq}"
+        if self.log.keyed:
+            self.notes.append(f"{span} are not anchored in the database yet")
+            return
+        where = self.watched.get(anchored + 1)
+        path, line = (where[1], where[2]) if where else (self.last_file, None)
+        raise _Broken(
+            ProblemKind.UNANCHORED,
+            path,
+            line,
+            f"{span} are in the files but not anchored in the database: appended outside Kansli, "
+            "or written while the database could not be reached (see the log)",
+        )
 
 
 def _remaining(path: Path, number: int, handle: Any, later: list[Path]) -> Iterator[tuple[str, bytes]]:
     for offset, line in enumerate(handle, number + 1):
-        yield f"{path.name}:{offset}", line
+        yield f"{path}:{offset}", line
     for other in later:
         with other.open("rb") as stream:
             for offset, line in enumerate(stream, 1):
-                yield f"{other.name}:{offset}", line
+                yield f"{other}:{offset}", line
 
 
 # -- the trail of a run -------------------------------------------------------------------------------
@@ -1301,18 +1430,172 @@ class RunAudit:
 
 
 def anchor_head(log: AuditLog, store: Store) -> tuple[int, str]:
-    """Record the trail's head in the run history database (never moving it backwards)."""
+    """Record the trail's head in the run history database (never moving it backwards).
+
+    Appends of a log with an :class:`AuditAnchor` anchor every batch, under the lock and after
+    comparing with the database; for such a log this only returns the head (anchoring here could
+    silently anchor events added to the files outside Kansli).
+    """
+    from shared.store import save_audit_anchor
+
     seq, digest = log.head()
+    if log.anchor is not None:
+        return seq, digest
     stored = read_anchor(store)
     if stored is None or stored[0] < seq:
-        store.set_meta(ANCHOR_NAME, json.dumps({"seq": seq, "hash": digest}))
+        save_audit_anchor(store, (seq, digest), [])
     return seq, digest
 
 
 def read_anchor(store: Store) -> tuple[int, str] | None:
     """The head last anchored in the database, or None."""
-    found = store.get_meta(ANCHOR_NAME)
-    if found is None:
-        return None
-    value = json.loads(found[0])
-    return int(value["seq"]), str(value["hash"])
+    from shared.store import load_audit_head
+
+    return load_audit_head(store)
+
+
+# -- the anchor in the run history database -----------------------------------------------------------
+
+#: A checkpoint (seq -> hash) is kept for every event whose seq is a multiple of this.
+CHECKPOINT_EVERY = 100
+UNANCHORED_EVENT = "audit.unanchored"
+MISMATCH_EVENT = "audit.anchor_mismatch"
+
+_stores: dict[str, Store] = {}
+_stores_lock = threading.Lock()
+
+
+def _shared_store(url: str) -> Store:
+    """One open store per database URL and process (the scheduler appends through many AuditLogs)."""
+    from shared.store import Store
+
+    with _stores_lock:
+        store = _stores.get(url)
+        if store is None:
+            store = _stores[url] = Store(url)
+        return store
+
+
+class _AnchorPlan(NamedTuple):
+    """What an append found when the database's head was not the files': an event, evidence."""
+
+    event: AuditEvent | None = None
+    evidence: tuple[tuple[int, str, str | None], ...] = ()
+
+
+class AuditAnchor:
+    """The trail's head and checkpoints in the run history database, kept at every append batch.
+
+    After every batch, under the trail's lock, the head (``audit_head`` in ``kansli_meta``: the last
+    event's seq and hash) moves from the files' head before the batch to the new one: one
+    conditional UPDATE on the already open store. Every ``every``-th event also leaves a
+    checkpoint (``kansli_audit_checkpoints``: seq -> hash, insert-only), so :meth:`AuditLog.verify`
+    can tell which span of events was changed after it was written. When the database's head was
+    not the files' head, the database's head is kept as evidence and an event says so:
+    ``audit.unanchored`` (the files held events without an anchor) or ``audit.anchor_mismatch`` (the
+    files end before the anchored head, or differ from it). A failed database write is logged as an
+    error and never fails the append: the event is already on disk.
+    """
+
+    def __init__(self, store: Store | Callable[[], Store], *, every: int = CHECKPOINT_EVERY) -> None:
+        if every < 1:
+            raise AuditError("the audit checkpoint interval must be at least 1")
+        self._source = store
+        self._store: Store | None = None
+        self.every = every
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            source = self._source
+            self._store = source() if callable(source) else source
+        return self._store
+
+    def head(self) -> tuple[int, str] | None:
+        """The head last anchored, or None."""
+        from shared.store import load_audit_head
+
+        return load_audit_head(self.store)
+
+    def checkpoints(self) -> list[tuple[int, str, str | None]]:
+        """Every checkpoint ``(seq, hash, note)``; a note marks evidence an append kept."""
+        from shared.store import load_audit_checkpoints
+
+        return load_audit_checkpoints(self.store)
+
+    def record(
+        self, before: tuple[int, str], head: tuple[int, str], written: Iterable[tuple[int, str]]
+    ) -> AuditEvent | None:
+        """After a batch that moved the files' head from ``before`` to ``head``: anchor it, with the
+        batch's checkpoints. Returns the event to append when the database's head was not ``before``."""
+        from shared.store import advance_audit_head, save_audit_anchor
+
+        every = self.every
+        points = [(seq, digest, None) for seq, digest in written if seq % every == 0]
+        try:
+            if advance_audit_head(self.store, before, head, points):
+                return None
+            plan = self._compare(self.head(), before)
+            save_audit_anchor(self.store, head, [*plan.evidence, *points])
+        except _database_errors() as error:
+            logger.error(
+                "audit events up to seq {} are written but could not be anchored in the run history "
+                "database: {}",
+                head[0],
+                error,
+            )
+            return None
+        return plan.event
+
+    def _compare(self, stored: tuple[int, str] | None, before: tuple[int, str]) -> _AnchorPlan:
+        if stored == before or (stored is None and before[0] == 0):
+            return _AnchorPlan()
+        if stored is None or stored[0] < before[0]:
+            return self._unanchored(stored, *before)
+        return self._mismatch(stored, before[0])
+
+    def _unanchored(self, stored: tuple[int, str] | None, seq: int, digest: str) -> _AnchorPlan:
+        anchored = stored[0] if stored is not None else 0
+        logger.warning(
+            "audit events seq {}..{} were found without an anchor in the database (written while it "
+            "could not be reached, just before a crash, or outside Kansli); anchored now",
+            anchored + 1,
+            seq,
+        )
+        note = f"events seq {anchored + 1}..{seq} were found unanchored by a later append"
+        evidence: list[tuple[int, str, str | None]] = [(seq, digest, note)]
+        if stored is not None:
+            evidence.append((stored[0], stored[1], "an anchored head"))
+        data = {"first_seq": anchored + 1, "last_seq": seq, "anchored_seq": anchored}
+        return _AnchorPlan(AuditEvent(UNANCHORED_EVENT, data=data), tuple(evidence))
+
+    def _mismatch(self, stored: tuple[int, str], seq: int) -> _AnchorPlan:
+        logger.error(
+            "the audit trail ended at seq {} but the database anchored seq {} with another hash: the "
+            "trail's tail was cut off or changed; the anchored head is kept as evidence",
+            seq,
+            stored[0],
+        )
+        note = f"an anchored head; a later append found the trail at seq {seq}"
+        data = {"anchored_seq": stored[0], "trail_seq": seq}
+        return _AnchorPlan(AuditEvent(MISMATCH_EVENT, data=data), ((stored[0], stored[1], note),))
+
+    def prune(self, log: AuditLog, through: date) -> None:
+        """Drop the checkpoints of days deleted by retention (up to ``through``, per its digest)."""
+        from shared.store import delete_audit_checkpoints_before
+
+        digest = _read_json(log.digest_path(through))
+        if digest is None or not log._digest_valid(digest):
+            return
+        try:
+            delete_audit_checkpoints_before(self.store, int(digest["last_seq"]) + 1)
+        except _database_errors() as error:
+            logger.error("cannot prune the audit checkpoints: {}", error)
+
+
+def _database_errors() -> tuple[type[Exception], ...]:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from shared.errors import KansliError
+
+    return (SQLAlchemyError, KansliError, OSError)

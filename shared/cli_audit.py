@@ -23,6 +23,7 @@ SEARCH_COLUMNS = ("seq", "time", "event", "robot", "run_id", "actor", "status", 
 
 
 def _audit_log() -> tuple[AuditLog, Any]:
+    """The trail, anchored in the run history database, and that database."""
     from shared.audit import AuditLog
     from shared.cli import fail, settings
     from shared.errors import KansliError
@@ -30,7 +31,8 @@ def _audit_log() -> tuple[AuditLog, Any]:
 
     try:
         loaded = settings()
-        return AuditLog.from_settings(loaded), open_store(loaded.effective_database_url)
+        store = open_store(loaded.effective_database_url)
+        return AuditLog.from_settings(loaded, store=store), store
     except KansliError as error:
         fail(str(error), error.exit_code)
 
@@ -51,13 +53,12 @@ def verify_command(
     since: Annotated[str | None, typer.Option(help="First day to check (YYYY-MM-DD).")] = None,
     until: Annotated[str | None, typer.Option(help="Last day to check (YYYY-MM-DD).")] = None,
 ) -> None:
-    """Recompute the hash chain; exit 0 when intact, 1 naming the first broken file and line."""
-    from shared.audit import read_anchor
+    """Recompute the hash chain; exit 0 when intact, 1 naming the first broken file and line.
 
-    log, store = _audit_log()
-    until_day = _day(until, "--until")
-    anchor = read_anchor(store) if until_day is None else None
-    report = log.verify(since=_day(since, "--since"), until=until_day, anchor=anchor)
+    The trail is also compared with the head and checkpoints anchored in the run history database.
+    """
+    log, _ = _audit_log()
+    report = log.verify(since=_day(since, "--since"), until=_day(until, "--until"))
     stream = sys.stdout if report.ok else sys.stderr
     stream.write(report.summary() + "\n")
     raise typer.Exit(0 if report.ok else 1)
@@ -66,7 +67,9 @@ def verify_command(
 @audit_app.command("search")
 def search_command(
     robot: Annotated[str | None, typer.Option(help="Only events of this robot.")] = None,
-    run: Annotated[str | None, typer.Option(help="Only events of this run id.")] = None,
+    run: Annotated[
+        str | None, typer.Option(help="Only events of this run (its id or a unique prefix of it).")
+    ] = None,
     actor: Annotated[
         str | None, typer.Option(help="Only events by this actor (user@host, schedule:ID).")
     ] = None,
@@ -79,10 +82,13 @@ def search_command(
     as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV.")] = False,
     limit: Annotated[int, typer.Option(help="At most this many rows in the table view.")] = 200,
 ) -> None:
-    """Search the audit trail, streaming: a table, --json or --csv for your own tools."""
-    log, _ = _audit_log()
+    """Search the audit trail, streaming: a table (local times), --json or --csv for your own tools."""
+    _check_choice("--event", event, _event_types())
+    _check_choice("--status", status, _statuses())
+    log, store = _audit_log()
     found = log.search(
-        since=_day(since, "--since"), until=_day(until, "--until"), robot=robot, run_id=run,
+        since=_day(since, "--since"), until=_day(until, "--until"), robot=robot,
+        run_id=_run_id(store, run) if run is not None else None,
         actor=actor, event=event, status=status, item_key=item,
     )
     if as_json:
@@ -93,6 +99,50 @@ def search_command(
         _write_table(found, limit)
 
 
+def _event_types() -> tuple[str, ...]:
+    from shared.audit import EVENT_TYPES
+
+    return EVENT_TYPES
+
+
+def _statuses() -> tuple[str, ...]:
+    """Run statuses and item outcomes, the values ``data.status`` and ``data.outcome`` take."""
+    from shared.items import OUTCOMES
+    from shared.store import ACTIVE_STATUSES, FINAL_STATUSES
+
+    return tuple(dict.fromkeys((*ACTIVE_STATUSES, *FINAL_STATUSES, *OUTCOMES)))
+
+
+def _check_choice(option: str, value: str | None, valid: tuple[str, ...]) -> None:
+    from shared.cli import fail
+
+    if value is not None and value not in valid:
+        fail(f"{option} {value!r} is not one of: {', '.join(valid)}", 2)
+
+
+def _run_id(store: Any, prefix: str) -> str:
+    """The run id ``prefix`` stands for, as ``kansli show`` resolves it; ambiguous: a usage error."""
+    import sqlalchemy as sa
+
+    from shared.cli import fail
+    from shared.store import runs
+
+    if store.get_run(prefix) is not None:
+        return prefix
+    query = (
+        sa.select(runs.c.run_id)
+        .where(runs.c.run_id.startswith(prefix, autoescape=True))
+        .order_by(runs.c.run_id.desc())
+        .limit(11)
+    )
+    with store.engine.connect() as connection:
+        found = list(connection.execute(query).scalars())
+    if len(found) > 1:
+        listed = ", ".join(found[:10]) + (", …" if len(found) > 10 else "")
+        fail(f"--run {prefix!r} is ambiguous: it matches runs {listed}; give more of the run id", 2)
+    return found[0] if found else prefix  # unknown to the run history: search the trail for it as is
+
+
 def _write_json(events: Any) -> None:
     sys.stdout.write("[")
     for index, event in enumerate(events):
@@ -100,10 +150,19 @@ def _write_json(events: Any) -> None:
     sys.stdout.write("\n]\n")
 
 
-def _row(event: dict[str, Any]) -> list[str]:
+def _row(event: dict[str, Any], *, local: bool = False) -> list[str]:
+    """One event as text columns; ``local``: the time as people read it (local, zone named)."""
+    from shared.clock import local_time
+
     data = event.get("data") or {}
     detail = {k: v for k, v in data.items() if k not in ("status", "outcome", "item_key")}
-    values = [event.get("seq"), event.get("time"), event.get("event"), event.get("robot"),
+    moment = event.get("time")
+    if local and isinstance(moment, str):
+        try:
+            moment = local_time(moment, seconds=True)
+        except ValueError:
+            pass  # not a time: shown as written
+    values = [event.get("seq"), moment, event.get("event"), event.get("robot"),
               event.get("run_id"), event.get("actor"), data.get("status") or data.get("outcome"),
               data.get("item_key"), json.dumps(detail, ensure_ascii=False) if detail else ""]
     return ["" if value is None else str(value) for value in values]
@@ -132,7 +191,7 @@ def _write_table(events: Any, limit: int) -> None:
         if shown >= limit:
             more += 1
             continue
-        table.add_row(*(escape(value) for value in _row(event)[:-1]))
+        table.add_row(*(escape(value) for value in _row(event, local=True)[:-1]))
         shown += 1
     console().print(table)
     if more:

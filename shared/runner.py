@@ -362,7 +362,7 @@ class Runner:
         self.settings = settings or get_settings()
         self.store = store or open_store(self.settings.effective_database_url)
         self.robots_package = robots_package or self.settings.robots_package
-        self.audit_log = AuditLog.from_settings(self.settings)
+        self.audit_log = AuditLog.from_settings(self.settings, store=self.store)
 
     def robots(self) -> dict[str, RobotSpec]:
         return discover(self.robots_package)
