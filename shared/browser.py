@@ -319,6 +319,8 @@ async def _first_outcome(
 ) -> tuple[str, Any] | None:
     """("navigation", response) or ("sign", value) for the first wait that succeeds; None if none did
     (a navigation that failed other than by timing out is ("failed", error))."""
+    from playwright.async_api import Response  # the class at run time (listing robots imports none)
+
     pending: set[asyncio.Future[Any]] = {navigation, *waits}
     failure: tuple[str, Any] | None = None
     try:
@@ -351,6 +353,8 @@ def _answer(page: Page, outcome: tuple[str, Any] | None, success: Success | None
     kind, value = outcome
     if kind == "failed":
         raise target_error(value, page) from None
+    from playwright.async_api import Response
+
     if isinstance(value, Response):
         return check_response(page, value)
     check_response(page, None)

@@ -28,6 +28,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -125,10 +126,18 @@ def eservice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     Its password is a canary (so tests can scan every file a run wrote for it); the browser's
     timeouts are short, so the site's "slow" answers run past them quickly.
     """
-    from demo.site import RunningSite, SiteConfig
+    with running_eservice(tmp_path / "eservice", monkeypatch) as site:
+        yield site
 
-    config = SiteConfig(db_path=tmp_path / "eservice" / "eservice.db", username=ESERVICE_USERNAME,
-                        password=ESERVICE_PASSWORD)
+
+@contextmanager
+def running_eservice(folder: Path, monkeypatch: pytest.MonkeyPatch, faults: Any = None) -> Iterator[Any]:
+    """The demo e-service with its database in ``folder`` (and ``faults`` from its first request,
+    a :class:`demo.site.FaultConfig`), the settings pointed at it; as the ``eservice`` fixture."""
+    from demo.site import FaultConfig, RunningSite, SiteConfig
+
+    config = SiteConfig(db_path=folder / "eservice.db", username=ESERVICE_USERNAME,
+                        password=ESERVICE_PASSWORD, faults=faults or FaultConfig())
     with RunningSite(config) as site:
         monkeypatch.setenv("KANSLI_ESERVICE__URL", site.url)
         monkeypatch.setenv("KANSLI_ESERVICE__USERNAME", ESERVICE_USERNAME)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import zipfile
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +33,8 @@ from shared.errors import (
     TargetUnavailableError,
 )
 from shared.items import WorkItem
-from shared.settings import BrowserSettings, Settings, load_settings, reset_settings
-from tests.conftest import ESERVICE_PASSWORD, ESERVICE_USERNAME
+from shared.settings import BrowserSettings, Settings, load_settings
+from tests.conftest import ESERVICE_PASSWORD
 
 pytestmark = pytest.mark.browser
 
@@ -241,25 +240,12 @@ def test_a_context_moves_to_a_fresh_page_after_page_items_and_stays_logged_in(
 LOGIN_FAULTS = FaultConfig(error_rate=0.5, seed=29)
 
 
-@contextmanager
-def seeded_site(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, faults: FaultConfig
-) -> Iterator[RunningSite]:
+def seeded_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, faults: FaultConfig) -> Any:
     """The ``eservice`` fixture's site, but faulty from its first request: the seed of faults given to
     a running site (``set_faults``) does not restart its dice, a site's own faults do."""
-    from demo.site import SiteConfig
+    from shared.testing import running_eservice
 
-    config = SiteConfig(db_path=tmp_path / "seeded" / "eservice.db", username=ESERVICE_USERNAME,
-                        password=ESERVICE_PASSWORD, faults=faults)
-    with RunningSite(config) as site:
-        monkeypatch.setenv("KANSLI_ESERVICE__URL", site.url)
-        monkeypatch.setenv("KANSLI_ESERVICE__USERNAME", ESERVICE_USERNAME)
-        monkeypatch.setenv("KANSLI_ESERVICE__PASSWORD", ESERVICE_PASSWORD)
-        monkeypatch.setenv("KANSLI_BROWSER__TIMEOUT_MS", "2000")
-        monkeypatch.setenv("KANSLI_BROWSER__NAVIGATION_TIMEOUT_MS", "2000")
-        reset_settings()
-        yield site
-    reset_settings()
+    return running_eservice(tmp_path / "seeded", monkeypatch, faults)
 
 
 def test_a_failed_login_costs_a_context_not_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
