@@ -421,6 +421,13 @@ def scenario_pdf(
     run_commands(page, work)  # "A second run converts nothing more"
     again = last_run("archive_pdfs")
     assert (again.items_done, again.items_skipped, again.items_business_error) == (0, 2, 1)
+    # "--rerun-all asks archived first": only the document whose PDF is gone is converted again
+    (archive / "beslut-1.pdf").unlink()
+    kept = (archive / "beslut-2.pdf").stat().st_mtime_ns
+    redone = Runner().run("archive_pdfs", {"folder": "beslut"}, rerun_all=True)
+    assert redone.status == "partial" and (archive / "beslut-1.pdf").is_file()
+    assert (archive / "beslut-2.pdf").stat().st_mtime_ns == kept, "a PDF in place was converted again"
+    check_pdfa(archive / "beslut-1.pdf")
 
 
 def scenario_transfer(
