@@ -467,6 +467,37 @@ def scenario_transfer(
         changed = Runner().run("partner_exchange", params)
         assert (changed.items_done, changed.items_skipped) == (1, 1)
         assert "F-3;15" in (local / "betalningar-2.csv").read_text(encoding="utf-8")
+        deliver_payments_once(server, work)
+
+
+def deliver_payments_once(server: SftpServer, work: Path) -> None:
+    """The outbox robot of transfer.md: delivered once, nothing twice, and a kill before the rename."""
+    payments, imported = work / "betalningar", server.files / "import"
+    payments.mkdir()
+    imported.mkdir()
+    for reference, amount in (("B-2026-001", "1250"), ("B-2026-002", ""), ("B-2026-003", "980,50")):
+        order = {"referens": reference, "belopp": amount, "mottagare": "Öresunds Städ AB"}
+        (payments / f"{reference}.json").write_text(json.dumps(order, ensure_ascii=False), encoding="utf-8")
+    params = {"folder": str(payments), "import_dir": str(imported)}
+
+    def delivered() -> list[list[str]]:
+        return [path.read_text(encoding="utf-8").splitlines()[1:] for path in sorted(imported.glob("*.csv"))]
+
+    first = Runner().run("payment_file", params)
+    assert (first.status, first.items_done, first.items_business_error) == ("partial", 2, 1)
+    assert delivered() == [["B-2026-001;1250", "B-2026-003;980,50"]]
+    Runner().run("payment_file", params)
+    assert len(delivered()) == 1, "a payment was delivered twice"
+    (payments / "B-2026-004.json").write_text('{"referens": "B-2026-004", "belopp": "15"}', encoding="utf-8")
+    Runner().run("payment_file", params)
+    assert delivered()[1:] == [["B-2026-004;15"]]
+    (payments / "B-2026-005.json").write_text('{"referens": "B-2026-005", "belopp": "70"}', encoding="utf-8")
+    words = ["run", "payment_file", "-p", f"folder={payments}", "-p", f"import_dir={imported}"]
+    killed = kansli(*words, env={"KANSLI_TEST_CRASH_AT": "transfer.uploaded"})
+    assert killed.returncode == -9, killed.stderr
+    assert len(delivered()) == 2 and [path.name for path in imported.glob(".*.part")]
+    assert kansli(*words).returncode in (0, 3)
+    assert delivered()[2:] == [["B-2026-005;70"]] and not list(imported.glob(".*.part"))
 
 
 Scenario = Callable[[Path, Path, pytest.MonkeyPatch, pytest.FixtureRequest], None]
