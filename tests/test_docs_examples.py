@@ -376,6 +376,8 @@ def scenario_mailbox(
         assert refused == ["NoAttachmentError"]
         run_commands(page, work)  # "Run it again and there is nothing left to do"
         assert (last_run("mailed_applications").items_total, server.count(user, "Behandlat")) == (0, 2)
+        assert page.says("files those two messages in `Behandlat`; the third is a business error "
+                         "(`NoAttachmentError`) and goes to `Manuell hantering`")
 
 
 def scenario_pdf(
@@ -428,6 +430,7 @@ def scenario_pdf(
     assert redone.status == "partial" and (archive / "beslut-1.pdf").is_file()
     assert (archive / "beslut-2.pdf").stat().st_mtime_ns == kept, "a PDF in place was converted again"
     check_pdfa(archive / "beslut-1.pdf")
+    assert page.says("only those whose PDF is no longer in `var/out/arkiv` are converted again")
 
 
 def scenario_transfer(
@@ -467,7 +470,10 @@ def scenario_transfer(
         changed = Runner().run("partner_exchange", params)
         assert (changed.items_done, changed.items_skipped) == (1, 1)
         assert "F-3;15" in (local / "betalningar-2.csv").read_text(encoding="utf-8")
+        assert page.says("The next run fetches nothing") and page.says("it is fetched again")
         deliver_payments_once(server, work)
+        assert page.says("a run delivers one file of two lines; the third payment is a business error")
+        assert page.says("the next file holds only that one") and page.says("delivers the file, once")
 
 
 def deliver_payments_once(server: SftpServer, work: Path) -> None:
