@@ -2,6 +2,8 @@
 
 The docstrings cross-reference with Sphinx roles (``:class:`~shared.errors.InputError```), which
 Markdown would show verbatim; here each becomes inline code naming the object (``InputError``).
+reST's literal-block marker ``::`` is dropped too (``text::`` reads ``text:``, a ``::`` line goes):
+the indented block after it is a code block in Markdown already.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from typing import Any
 import griffe
 
 ROLE = re.compile(r":(?:py:)?(?:class|func|meth|mod|attr|data|exc|obj):`~?([^`]+)`")
+LITERAL_LINE = re.compile(r"^[ \t]*::[ \t]*\n", re.M)
+LITERAL_END = re.compile(r"(?<=\S)::[ \t]*$", re.M)
 
 
 def _as_code(match: re.Match[str]) -> str:
@@ -25,4 +29,5 @@ class SphinxRolesAsCode(griffe.Extension):
 
     def on_object(self, *, obj: griffe.Object, **kwargs: Any) -> None:
         if obj.docstring is not None:
-            obj.docstring.value = ROLE.sub(_as_code, obj.docstring.value)
+            value = ROLE.sub(_as_code, obj.docstring.value)
+            obj.docstring.value = LITERAL_END.sub(":", LITERAL_LINE.sub("", value))

@@ -19,6 +19,7 @@ checks what they wrote (the letters, the results workbook, the queue), and what 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -35,15 +36,21 @@ from typing import Any
 
 import pytest
 from docx import Document
+from fpdf import FPDF
 from openpyxl import Workbook, load_workbook
 
+from demo.servers import MailServer, SftpServer
 from demo.site.store import CaseStore
+from shared.errors import InputError
+from shared.pdf import PdfNoTextError, check_pdfa, read_pdf
 from shared.queue import WorkQueue
 from shared.runner import Runner
 from shared.settings import load_settings, reset_settings
 from shared.store import open_store
 from shared.testing import kansli
 from tests.conftest import REPO
+from tests.shared.test_mailbox import message as mail_message
+from tests.shared.test_pdf import fpdf_invoice, scanned_pdf, word_letter
 
 DOCS = REPO / "docs"
 FENCE = re.compile(r"^```(?P<lang>[\w-]*)(?P<attrs>[^\n]*)\n(?P<code>.*?)^```[ \t]*$", re.M | re.S)
@@ -330,10 +337,180 @@ def scenario_audit(
             checker["check"](days[-1], key=key)
 
 
+def last_run(robot: str) -> Any:
+    """The newest run of ``robot`` in the run history."""
+    (record,) = open_store(load_settings().effective_database_url).list_runs(robot=robot, limit=1)
+    return record
+
+
+def scenario_mailbox(
+    tmp_path: Path, work: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    """The shared mailbox: the page's robot against a real Dovecot with three messages, run twice."""
+    page = Page.read("mailbox.md")
+    robots_package(page, tmp_path / "site", monkeypatch)
+    user, password = "ansokningar", "brevlåda-lösen-2026"
+    with MailServer({user: password}) as server:
+        for name, value in {"HOST": "127.0.0.1", "PORT": str(server.imaps_port), "SECURITY": "tls",
+                            "CA_FILE": str(server.ca_file), "USERNAME": user, "PASSWORD": password}.items():
+            monkeypatch.setenv(f"KANSLI_MAILBOX__{name}", value)
+        server.append(user, mail_message("Ansökan färdtjänst", message_id="<ansokan-1@exempelby.se>",
+                                         attachments=[("ansökan.pdf", b"%PDF-1.4 ett\n")]),
+                      mail_message("Ansökan parkeringstillstånd", message_id="<ansokan-2@exempelby.se>",
+                                   attachments=[("ansökan.pdf", "%PDF-1.4 två\n".encode())]),
+                      mail_message("Ansökan (glömde bilagan)", message_id="<ansokan-3@exempelby.se>",
+                                   attachments=[]))
+        run_commands(page, work)
+        first = last_run("mailed_applications")
+        assert (first.status, first.items_done, first.items_business_error) == ("partial", 2, 1)
+        assert page.says("the run is partial (exit code 3)")
+        cases = work / "var" / "out" / "ansokningar"
+        saved = {path.relative_to(cases).as_posix(): path.read_bytes() for path in cases.rglob("*.pdf")}
+        assert saved == {"ansokan-1@exempelby.se/ansökan.pdf": b"%PDF-1.4 ett\n",
+                         "ansokan-2@exempelby.se/ansökan.pdf": "%PDF-1.4 två\n".encode()}
+        counts = {folder: server.count(user, folder)
+                  for folder in ("INBOX", "Behandlat", "Manuell hantering")}
+        assert counts == {"INBOX": 0, "Behandlat": 2, "Manuell hantering": 1}
+        items = open_store(load_settings().effective_database_url).list_items(first.run_id)
+        refused = [item.error_class for item in items if item.outcome == "business_error"]
+        assert refused == ["NoAttachmentError"]
+        run_commands(page, work)  # "Run it again and there is nothing left to do"
+        assert (last_run("mailed_applications").items_total, server.count(user, "Behandlat")) == (0, 2)
+        assert page.says("files those two messages in `Behandlat`; the third is a business error "
+                         "(`NoAttachmentError`) and goes to `Manuell hantering`")
+
+
+def scenario_pdf(
+    tmp_path: Path, work: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    """PDF in and out: the page's script on an invoice, a scanned one and a letter; the page's robot
+    archiving a folder of decisions (one broken) through the real LibreOffice, then again."""
+    page = Page.read("pdf.md")
+    (script,) = write_files(page.files("scripts/"), tmp_path / "scripts")
+    assert_ruff_clean([script])
+    lines: dict[str, Any] = {}
+    exec(compile(script.read_text(encoding="utf-8"), script.name, "exec"), lines)  # the page's own code
+    invoice = fpdf_invoice(tmp_path / "faktura.pdf")
+    assert lines["invoice_lines"](invoice) == [["Städning", "4", "1 200,00"], ["Fönsterputs", "1", "450,50"]]
+    assert page.says('[["Städning", "4", "1 200,00"], ["Fönsterputs", "1", "450,50"]]')
+    assert "Öresunds Städ AB" in lines["invoice_text"](invoice)
+    with pytest.raises(PdfNoTextError):
+        lines["invoice_lines"](scanned_pdf(tmp_path / "skannad.pdf"))
+    note = FPDF()
+    note.add_page()
+    note.set_font("Helvetica", size=12)
+    note.cell(0, 10, "Påminnelse: faktura 2026-117 är obetald")
+    note.output(str(tmp_path / "paminnelse.pdf"))
+    with pytest.raises(InputError, match="paminnelse.pdf: no table of invoice lines"):
+        lines["invoice_lines"](tmp_path / "paminnelse.pdf")
+    robots_package(page, tmp_path / "site", monkeypatch)
+    decisions = work / "beslut"
+    decisions.mkdir()
+    for number in (1, 2):
+        word_letter(decisions / f"beslut-{number}.docx",
+                    f"Beslut om färdtjänst nummer {number} för Åsa Öberg")
+    (decisions / "trasig.docx").write_bytes(b"PK\x03\x04 inget dokument")
+    run_commands(page, work)
+    archive = work / "var" / "out" / "arkiv"
+    assert sorted(path.name for path in archive.iterdir()) == ["beslut-1.pdf", "beslut-2.pdf"]
+    for number in (1, 2):
+        check_pdfa(archive / f"beslut-{number}.pdf")
+        assert f"nummer {number} för Åsa Öberg" in read_pdf(archive / f"beslut-{number}.pdf").text
+    first = last_run("archive_pdfs")
+    assert (first.status, first.items_done, first.items_business_error) == ("partial", 2, 1)
+    items = open_store(load_settings().effective_database_url).list_items(first.run_id)
+    assert [item.error_class for item in items if item.outcome == "business_error"] == ["ConversionError"]
+    run_commands(page, work)  # "A second run converts nothing more"
+    again = last_run("archive_pdfs")
+    assert (again.items_done, again.items_skipped, again.items_business_error) == (0, 2, 1)
+    # "--rerun-all asks archived first": only the document whose PDF is gone is converted again
+    (archive / "beslut-1.pdf").unlink()
+    kept = (archive / "beslut-2.pdf").stat().st_mtime_ns
+    redone = Runner().run("archive_pdfs", {"folder": "beslut"}, rerun_all=True)
+    assert redone.status == "partial" and (archive / "beslut-1.pdf").is_file()
+    assert (archive / "beslut-2.pdf").stat().st_mtime_ns == kept, "a PDF in place was converted again"
+    check_pdfa(archive / "beslut-1.pdf")
+    assert page.says("only those whose PDF is no longer in `var/out/arkiv` are converted again")
+
+
+def scenario_transfer(
+    tmp_path: Path, work: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    """File transfer: the page's robot against a real sshd, with absolute remote folders; run again,
+    then once more after the partner changed a file in place."""
+    page = Page.read("transfer.md")
+    robots_package(page, tmp_path / "site", monkeypatch)
+    with SftpServer() as server:
+        for name, value in {"HOST": "127.0.0.1", "PORT": str(server.port), "USERNAME": "root",
+                            "KEY_FILE": str(server.client_key),
+                            "KNOWN_HOSTS": str(server.known_hosts)}.items():
+            monkeypatch.setenv(f"KANSLI_SFTP__{name}", value)
+        reset_settings()
+        outgoing, receipts = server.files / "ut", server.files / "kvitton"
+        outgoing.mkdir()
+        receipts.mkdir()
+        (outgoing / "betalningar-1.csv").write_text("referens;belopp\nF-1;1250\n", encoding="utf-8")
+        (outgoing / "betalningar-2.csv").write_text("referens;belopp\nF-2;980\n", encoding="utf-8")
+        (outgoing / ".betalningar-3.csv.4f2a.part").write_text("referens;bel", encoding="utf-8")
+        params = {"remote_in": str(outgoing), "remote_receipts": str(receipts)}
+        assert page.says("-p remote_in=/utbyte/ut -p remote_receipts=/utbyte/kvitton")
+        first = Runner().run("partner_exchange", params)
+        local = work / "var" / "out" / "partner"
+        assert (first.status, first.items_done) == ("succeeded", 2)
+        assert sorted(path.name for path in local.iterdir()) == [
+            "betalningar-1.csv", "betalningar-1.csv.kvitto", "betalningar-2.csv", "betalningar-2.csv.kvitto"]
+        digest = hashlib.sha256((outgoing / "betalningar-1.csv").read_bytes()).hexdigest()
+        receipt = (receipts / "betalningar-1.csv.kvitto").read_text(encoding="utf-8")
+        assert receipt == f"betalningar-1.csv {digest}\n"
+        assert sorted(path.name for path in receipts.iterdir()) == ["betalningar-1.csv.kvitto",
+                                                                     "betalningar-2.csv.kvitto"]
+        again = Runner().run("partner_exchange", params)
+        assert (again.items_done, again.items_skipped) == (0, 2)
+        (outgoing / "betalningar-2.csv").write_text("referens;belopp\nF-2;990\nF-3;15\n", encoding="utf-8")
+        changed = Runner().run("partner_exchange", params)
+        assert (changed.items_done, changed.items_skipped) == (1, 1)
+        assert "F-3;15" in (local / "betalningar-2.csv").read_text(encoding="utf-8")
+        assert page.says("The next run fetches nothing") and page.says("it is fetched again")
+        deliver_payments_once(server, work)
+        assert page.says("a run delivers one file of two lines; the third payment is a business error")
+        assert page.says("the next file holds only that one") and page.says("delivers the file, once")
+
+
+def deliver_payments_once(server: SftpServer, work: Path) -> None:
+    """The outbox robot of transfer.md: delivered once, nothing twice, and a kill before the rename."""
+    payments, imported = work / "betalningar", server.files / "import"
+    payments.mkdir()
+    imported.mkdir()
+    for reference, amount in (("B-2026-001", "1250"), ("B-2026-002", ""), ("B-2026-003", "980,50")):
+        order = {"referens": reference, "belopp": amount, "mottagare": "Öresunds Städ AB"}
+        (payments / f"{reference}.json").write_text(json.dumps(order, ensure_ascii=False), encoding="utf-8")
+    params = {"folder": str(payments), "import_dir": str(imported)}
+
+    def delivered() -> list[list[str]]:
+        return [path.read_text(encoding="utf-8").splitlines()[1:] for path in sorted(imported.glob("*.csv"))]
+
+    first = Runner().run("payment_file", params)
+    assert (first.status, first.items_done, first.items_business_error) == ("partial", 2, 1)
+    assert delivered() == [["B-2026-001;1250", "B-2026-003;980,50"]]
+    Runner().run("payment_file", params)
+    assert len(delivered()) == 1, "a payment was delivered twice"
+    (payments / "B-2026-004.json").write_text('{"referens": "B-2026-004", "belopp": "15"}', encoding="utf-8")
+    Runner().run("payment_file", params)
+    assert delivered()[1:] == [["B-2026-004;15"]]
+    (payments / "B-2026-005.json").write_text('{"referens": "B-2026-005", "belopp": "70"}', encoding="utf-8")
+    words = ["run", "payment_file", "-p", f"folder={payments}", "-p", f"import_dir={imported}"]
+    killed = kansli(*words, env={"KANSLI_TEST_CRASH_AT": "transfer.uploaded"})
+    assert killed.returncode == -9, killed.stderr
+    assert len(delivered()) == 2 and [path.name for path in imported.glob(".*.part")]
+    assert kansli(*words).returncode in (0, 3)
+    assert delivered()[2:] == [["B-2026-005;70"]] and not list(imported.glob(".*.part"))
+
+
 Scenario = Callable[[Path, Path, pytest.MonkeyPatch, pytest.FixtureRequest], None]
 SCENARIOS: dict[str, Scenario] = {
     "robots.md": scenario_robots, "queues.md": scenario_queues, "testing.md": scenario_testing,
-    "audit.md": scenario_audit,
+    "audit.md": scenario_audit, "mailbox.md": scenario_mailbox, "pdf.md": scenario_pdf,
+    "transfer.md": scenario_transfer,
 }
 
 
