@@ -315,8 +315,9 @@ def scenario_audit(
     exec(compile(scripts["check_trail.py"], "check_trail.py", "exec"), checker)  # the page's own code
     write_files({"audit_api.py": scripts["audit_api.py"]}, work)
     for key in (None, "revisionsnyckel-2026"):
-        log_dir = work / ("log-keyed" if key else "log")
+        log_dir = work / ("log-keyed" if key else "log")  # one trail per database: one data dir each
         env = {**os.environ, "PYTHONPATH": str(REPO), "KANSLI_LOG_DIR": str(log_dir),
+               "KANSLI_DATA_DIR": str(work / ("data-keyed" if key else "data")),
                **({"KANSLI_AUDIT__KEY": key} if key else {})}
         for _ in range(2):
             result = subprocess.run([sys.executable, "audit_api.py"], cwd=work, capture_output=True,
