@@ -200,7 +200,7 @@ def test_server_stopped_mid_run_items_retried_then_every_message_filed_once(
     dovecot: MailServer, kansli_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     use_server(monkeypatch, dovecot)
-    for n in range(6):
+    for n in range(9):
         dovecot.append(USER, message(f"Faktura {n}", message_id=f"<m{n}@leverantor.se>"))
     runner = Runner(load_settings(), robots_package="tests.sample_robots")
     pause = kansli_env / "paus"
@@ -209,15 +209,16 @@ def test_server_stopped_mid_run_items_retried_then_every_message_filed_once(
     def stop_server_while_paused() -> None:
         while not (pause / "paused").exists():
             threading.Event().wait(0.02)
-        dovecot.kill()  # items 3..6 fail on every attempt, then the filing fails: the run fails
+        dovecot.kill()  # items 3..7 fail on every attempt: 5 in a row stop the run (8, 9 not tried)
         (pause / "resume").write_text("go")
 
     stopper = threading.Thread(target=stop_server_while_paused)
     stopper.start()
-    params = {"pause_after": 2, "pause_dir": str(pause)}  # the same batch (until items are keyed per robot)
+    params = {"pause_after": 2, "pause_dir": str(pause)}
     first = runner.run("mail_intake", params)
     stopper.join()
-    assert first.status == "failed" and (first.items_done, first.items_app_error) == (2, 4)
+    assert first.status == "failed" and (first.items_done, first.items_app_error) == (2, 5)
+    assert "stopped early: 5 items in a row failed with TargetUnavailableError" in (first.error or "")
     failed = [item for item in runner.store.list_items(first.run_id) if item.outcome == "app_error"]
     assert {item.attempts for item in failed} == {3}, "application errors were not retried"
     assert {item.error_class for item in failed} == {"TargetUnavailableError"}
@@ -225,8 +226,8 @@ def test_server_stopped_mid_run_items_retried_then_every_message_filed_once(
     dovecot.restart()
     second = runner.run("mail_intake", params)  # "resume" is there: no pause
     assert second.status == "succeeded"
-    assert (second.items_skipped, second.items_done) == (2, 4), "an item was processed twice"
-    assert (dovecot.count(USER, "INBOX"), dovecot.count(USER, "Behandlat")) == (0, 6)
+    assert (second.items_skipped, second.items_done) == (2, 7), "an item was processed twice"
+    assert (dovecot.count(USER, "INBOX"), dovecot.count(USER, "Behandlat")) == (0, 9)
     written = [path for root in (kansli_env / "data", kansli_env / "log") for path in root.rglob("*")
                if path.is_file()]
     assert written and not [path for path in written if PASSWORD.encode() in path.read_bytes()]
