@@ -477,8 +477,13 @@ def _migrate_to_queues(connection: Connection, store: Store) -> None:
          "source": "version-1 ledger", "created_at": row.updated_at, "updated_at": row.updated_at}
         for row in best.values()
     ]
-    if rows:
-        connection.execute(queue_items.insert(), rows)
+    if rows:  # a key already in its queue (migrated before, or done by version 2) is left as it is
+        if store.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+        connection.execute(insert(queue_items).on_conflict_do_nothing(index_elements=["queue", "key"]),
+                           rows)
 
 
 def _ambiguous(prefix: str, run_ids: list[str], count: int) -> str:

@@ -581,8 +581,9 @@ def test_a_queue_schedule_fires_its_consumer_when_a_scheduled_producer_gave_it_e
     daemons.write(f'[[schedule]]\nid = "produce"\nrobot = "producer"\nat = "{soon(2)}"\n'
                   'params = { count = 5, start = 2 }\n', "producer.toml")
     daemon.send_signal(signal.SIGHUP)
-    wait_until(lambda: list_queues(daemons.store).get("inbox") == {"done": 7}, timeout=60,
-               what="the consumer doing the 7 items")
+    wait_until(lambda: list_queues(daemons.store).get("inbox") == {"done": 7} and not [
+        run for run in daemons.runs("consume") if run.status == "running"], timeout=60,
+        what="the consumer doing the 7 items, and its runs ended")
     runs = daemons.runs("consume")
     assert sum(run.items_done for run in runs) == 7 and all(run.status == "succeeded" for run in runs)
     assert sorted(marker.read_text().split()) == sorted(f"m{n}" for n in range(7))

@@ -133,6 +133,9 @@ def test_a_version_1_ledger_is_migrated_into_queues_keyed_by_business_key(tmp_pa
     assert {item.queue for run in runs for item in store.list_items(run.run_id)} == {None}
     Store(f"sqlite:///{copy}")  # opening again migrates nothing twice
     assert list_queues(store)["counting"] == {"done": 6}
+    store.set_meta("schema_version", "1")  # a host still on version 1 opened the database meanwhile
+    Store(f"sqlite:///{copy}")  # the ledger is copied again: keys already in their queue are kept
+    assert list_queues(store)["counting"] == {"done": 6}
 
 
 def test_an_ambiguous_run_id_prefix_is_a_usage_error_naming_the_candidates(store_url: str) -> None:
