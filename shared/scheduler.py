@@ -625,6 +625,8 @@ class Daemon:
 
     def _on_max_instances(self, event: JobSubmissionEvent) -> None:
         schedule = self.schedules.get(event.job_id)
+        if schedule is not None and schedule.queue is not None:
+            return  # a queue check during a run of it: the running one takes the new items too
         if schedule is not None and not self._stop_event.is_set():
             self._record_without_run(schedule, "skipped",
                                      f"schedule {schedule.id}: the previous run is still running; "

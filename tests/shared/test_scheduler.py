@@ -585,7 +585,8 @@ def test_a_queue_schedule_fires_its_consumer_when_a_scheduled_producer_gave_it_e
         run for run in daemons.runs("consume") if run.status == "running"], timeout=60,
         what="the consumer doing the 7 items, and its runs ended")
     runs = daemons.runs("consume")
-    assert sum(run.items_done for run in runs) == 7 and all(run.status == "succeeded" for run in runs)
+    assert sum(run.items_done for run in runs) == 7 and all(run.status == "succeeded" for run in runs), [
+        (run.status, run.items_total, run.error) for run in runs]
     assert sorted(marker.read_text().split()) == sorted(f"m{n}" for n in range(7))
     [produced_run] = daemons.runs("produce")
     assert produced_run.status == "succeeded"
