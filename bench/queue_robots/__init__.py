@@ -1,1 +1,1 @@
-"""Robots for bench/queue.py (discovered with ``robots_package="bench.queue_robots"``)."""
+"""Robots for bench/work_queue.py (discovered with ``robots_package="bench.queue_robots"``)."""

@@ -11,7 +11,7 @@
 Each on SQLite and, with ``--postgres URL`` (default: KANSLI_TEST_POSTGRES_URL), on PostgreSQL in a
 database of its own. Targets: consume >= 1,000 items/s on SQLite; the re-read under 2 s.
 
-    .venv/bin/python bench/queue.py [--items 10000] [--baseline-rev eca9857]
+    .venv/bin/python bench/work_queue.py [--items 10000] [--baseline-rev eca9857]
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -88,23 +89,23 @@ def env_for(work: Path, label: str, database_url: str | None) -> dict[str, str]:
     return env
 
 
-def measure(backend: str, database: str | None, baseline: Path | None, register: Path, reread: Path,
-            items: int, work: Path) -> list[tuple[str, float, int]]:
-    """(what, seconds, items) rows for one backend."""
+def measure(backend: str, databases: Callable[[], str | None], baseline: Path | None, register: Path,
+            reread: Path, items: int, work: Path) -> list[tuple[str, float, int]]:
+    """(what, seconds, items) rows for one backend; each group of runs on a database of its own."""
     rows = []
     if baseline is not None:
         run = timed(baseline, "tests.sample_robots", "counting", {"count": items},
-                    env_for(work, f"{backend}-v1", database))
+                    env_for(work, f"{backend}-v1", databases()))
         rows.append(("ledger (v1), register path", run["seconds"], run["items"]))
     run = timed(REPO, "tests.sample_robots", "counting", {"count": items},
-                env_for(work, f"{backend}-q", database))
+                env_for(work, f"{backend}-q", databases()))
     rows.append(("queue, register path", run["seconds"], run["items"]))
-    env = env_for(work, f"{backend}-pc", database)
+    env = env_for(work, f"{backend}-pc", databases())
     run = timed(REPO, "bench.queue_robots", "bench_producer", {"input": str(register)}, env)
     rows.append(("queue, enqueue from a register", run["seconds"], items))
     run = timed(REPO, "bench.queue_robots", "bench_consumer", {}, env)
     rows.append(("queue, consume (handler does nothing)", run["seconds"], run["items"]))
-    env = env_for(work, f"{backend}-rr", database)
+    env = env_for(work, f"{backend}-rr", databases())
     timed(REPO, "bench.queue_robots", "bench_register", {"input": str(register)}, env)
     run = timed(REPO, "bench.queue_robots", "bench_register", {"input": str(reread)}, env)
     rows.append((f"re-read {items:,} rows, {items - 10:,} done (s)", run["seconds"], run["items"]))
@@ -132,16 +133,20 @@ def main() -> None:
 
 def report(args: argparse.Namespace, work: Path, baseline: Path | None, register: Path,
            reread: Path) -> None:
-    backends: list[tuple[str, str | None]] = [("SQLite", None)]
-    handles = []
-    if args.postgres:
+    handles: list[tuple[Any, str]] = []
+
+    def fresh_postgres() -> str:
         url, handle = postgres_database(args.postgres)
-        backends.append(("PostgreSQL", url))
         handles.append(handle)
+        return url
+
+    backends: list[tuple[str, Callable[[], str | None]]] = [("SQLite", lambda: None)]
+    if args.postgres:
+        backends.append(("PostgreSQL", fresh_postgres))
     try:
         print(f"{'backend':<11} {'what':<44} {'seconds':>8} {'items':>7} {'items/s':>9}  vs v1")
-        for backend, database in backends:
-            rows = measure(backend, database, baseline, register, reread, args.items, work)
+        for backend, databases in backends:
+            rows = measure(backend, databases, baseline, register, reread, args.items, work)
             v1 = rows[0][2] / rows[0][1] if baseline is not None else None
             for what, seconds, items in rows:
                 rate = items / seconds if seconds else 0.0
