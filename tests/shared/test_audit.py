@@ -474,7 +474,10 @@ def test_secrets_and_personnummer_never_written(tmp_path: Path) -> None:
         },
     )
     text = next(tmp_path.glob("*.jsonl")).read_text(encoding="utf-8")
-    assert "Hemlis-ABC-123" not in text and "2395" not in text
+    # the digits of the time stamp and the hashes may hold "2395" by chance (seen once in CI)
+    fields = {name: value for name, value in json.loads(text).items()
+              if name not in ("time", "hash", "prev_hash")}
+    assert "Hemlis-ABC-123" not in text and "2395" not in json.dumps(fields, ensure_ascii=False)
     assert "******-****" in text and "**********" in text
     assert log.verify().ok
 
