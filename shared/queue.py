@@ -161,18 +161,11 @@ class WorkQueue:
                  "data": _dumps(entry.get("data"))} for entry in entries]
         if not rows:
             return 0
-        insert = self._insert()
+        insert = self.store.insert(queue_items)
         with self.store.engine.begin() as connection:
             result = connection.execute(insert.on_conflict_do_nothing(index_elements=["queue", "key"]),
                                         rows)
         return len(rows) if result.rowcount is None or result.rowcount < 0 else int(result.rowcount)
-
-    def _insert(self) -> Any:
-        if self.store.dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
-        return insert(queue_items)
 
     def enqueue(self, key: str, data: Any, *, source: str | None = None, run_id: str | None = None,
                 on_change: str = "skip") -> str:

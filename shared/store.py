@@ -273,16 +273,20 @@ class Store:
         statement = self._upsert_statement(table, tuple(values), tuple(keys))
         connection.execute(statement, values)
 
+    def insert(self, table: sa.Table) -> Any:
+        """The dialect's INSERT for ``table``, which knows ON CONFLICT (SQLite and PostgreSQL alike)."""
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+        return insert(table)
+
     def _upsert_statement(self, table: sa.Table, columns: tuple[str, ...], keys: tuple[str, ...]) -> Any:
         """INSERT ... ON CONFLICT DO UPDATE for these columns, built once (items write two per item)."""
         cache_key = (table.name, columns, keys)
         statement = self._upserts.get(cache_key)
         if statement is None:
-            if self.dialect == "postgresql":
-                from sqlalchemy.dialects.postgresql import insert
-            else:
-                from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
-            base = insert(table)
+            base = self.insert(table)
             update = {name: base.excluded[name] for name in columns if name not in keys}
             statement = base.on_conflict_do_update(index_elements=list(keys), set_=update)
             self._upserts[cache_key] = statement
@@ -478,12 +482,8 @@ def _migrate_to_queues(connection: Connection, store: Store) -> None:
         for row in best.values()
     ]
     if rows:  # a key already in its queue (migrated before, or done by version 2) is left as it is
-        if store.dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
-        connection.execute(insert(queue_items).on_conflict_do_nothing(index_elements=["queue", "key"]),
-                           rows)
+        connection.execute(
+            store.insert(queue_items).on_conflict_do_nothing(index_elements=["queue", "key"]), rows)
 
 
 def _ambiguous(prefix: str, run_ids: list[str], count: int) -> str:
@@ -821,11 +821,7 @@ def _raw_rowcount(store: Store, statement: Any, values: dict[str, Any]) -> int:
 
 
 def _insert_new_checkpoints(store: Store) -> Any:
-    if store.dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
-    return insert(audit_checkpoints).on_conflict_do_nothing(index_elements=["seq"])
+    return store.insert(audit_checkpoints).on_conflict_do_nothing(index_elements=["seq"])
 
 
 def load_audit_head(store: Store) -> tuple[int, str] | None:
