@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import ConfigError
@@ -168,6 +169,26 @@ class SftpSettings(BaseModel):
     timeout: float = Field(default=30.0, gt=0)
 
 
+class ClusterSettings(BaseModel):
+    """Several robot hosts (``KANSLI_EXECUTION=procrastinate``): heartbeats, leases, timeouts."""
+
+    #: A worker writes its heartbeat this often (seconds).
+    heartbeat_s: float = Field(default=5.0, gt=0)
+    #: A worker whose heartbeat is older than this is dead: its jobs are retried and its in-flight
+    #: items reconciled by another host.
+    heartbeat_timeout_s: float = Field(default=30.0, gt=0)
+    #: A standby scheduler tries to take the lead this often (seconds): the longest a takeover waits
+    #: after the leader's database connection died.
+    leader_poll_s: float = Field(default=2.0, gt=0)
+
+
+class TargetSettings(BaseModel):
+    """Limits on one target system, shared by every host (``[targets.eservice]``)."""
+
+    #: Browser sessions all hosts together may have open on the target; 0: no limit.
+    max_sessions: int = Field(default=0, ge=0)
+
+
 class Settings(BaseSettings):
     """All of Kansli's settings."""
 
@@ -202,6 +223,15 @@ class Settings(BaseSettings):
     pdf: PdfSettings = PdfSettings()
     mailbox: MailboxSettings = MailboxSettings()
     sftp: SftpSettings = SftpSettings()
+    #: Where runs execute: ``local`` (this host: the CLI's process, the scheduler's subprocesses) or
+    #: ``procrastinate`` (run jobs in PostgreSQL, done by ``kansli worker`` on any host).
+    execution: Literal["local", "procrastinate"] = "local"
+    #: This host's name among several (worker rows, the scheduler leader, its audit chain);
+    #: default: the machine's host name.
+    host_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+    cluster: ClusterSettings = ClusterSettings()
+    #: Per target system limits, by the target's name (``eservice``, ...).
+    targets: dict[str, TargetSettings] = {}
 
     @field_validator("timezone")
     @classmethod
@@ -213,6 +243,18 @@ class Settings(BaseSettings):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown time zone {value!r} (an IANA name such as Europe/Stockholm)") from None
         return value
+
+    @model_validator(mode="after")
+    def cluster_needs_postgresql(self) -> Settings:
+        if self.execution == "procrastinate" and not (self.database_url or "").startswith("postgresql"):
+            raise ValueError("KANSLI_EXECUTION=procrastinate needs KANSLI_DATABASE_URL on PostgreSQL "
+                             "(postgresql+psycopg://...); the embedded SQLite serves one host only")
+        return self
+
+    @property
+    def host(self) -> str:
+        """This host's id: ``KANSLI_HOST_ID``, else the machine's host name."""
+        return self.host_id or socket.gethostname()
 
     @property
     def runs_dir(self) -> Path:
@@ -288,6 +330,8 @@ def load_settings(**overrides: Any) -> Settings:
 
 def _describe(error: ValidationError) -> str:
     first = error.errors()[0]
+    if not first["loc"]:  # a check over several settings: its message names them
+        return f"invalid settings: {str(first['msg']).removeprefix('Value error, ')}"
     variable = "KANSLI_" + "__".join(str(part) for part in first["loc"]).upper()
     count = error.error_count()
     more = f" (and {count - 1} more)" if count > 1 else ""
