@@ -11,8 +11,13 @@
 * Misfires within the grace are coalesced into one run; a run missed by more is recorded ``missed``.
 * SIGTERM/SIGINT: no new runs, wait ``stop_grace`` for running ones, then stop them (recorded
   ``cancelled``), exit 0. SIGHUP: re-read the schedule files.
-* A heartbeat lease in ``kansli_meta`` tells the CLI whether a daemon runs and keeps a second daemon
-  on the same database from starting.
+* A heartbeat lease in ``kansli_meta`` tells the CLI whether a daemon runs. On SQLite it keeps a second
+  daemon on the same database from starting; on PostgreSQL several daemons (on several hosts) may
+  run: one leads, through an advisory lock on a connection of its own, the others stand by and take
+  over when the leader's connection dies (:mod:`shared.leader`).
+* Each fire of a time schedule is claimed once per (schedule, planned time) in
+  ``kansli_schedule_fires`` before it starts, so no leader fires it twice and a fire a dead leader
+  claimed and never started is run by the next one within its misfire grace.
 * Operator requests (trigger, pause, resume) arrive through ``kansli_schedule_requests``, polled
   every half second.
 
@@ -61,6 +66,18 @@ from loguru import logger
 
 from shared.clock import local_time
 from shared.errors import AlreadyRunningError, ConfigError, KansliError
+from shared.leader import (
+    DATABASE_ERRORS,
+    Fire,
+    FireLedger,
+    Leadership,
+    Orphan,
+    fired,
+    forget_standby,
+    planned_key,
+    short_reason,
+    standby_name,
+)
 from shared.notify import notify_run
 from shared.queue import WorkQueue
 from shared.redaction import redact, redact_value
@@ -97,6 +114,7 @@ HEARTBEAT_INTERVAL = 1.0
 HEARTBEAT_STALE = 15.0
 CONTROL_INTERVAL = 0.5
 RETRY_STATUSES = ("failed", "interrupted")
+FIRES_KEPT = timedelta(days=7)
 STDERR_TAIL = 2000
 
 _active_daemon: Daemon | None = None
@@ -137,7 +155,7 @@ AUDIT_EVENTS = {
     "schedule.pause": "schedule.paused", "schedule.resume": "schedule.resumed",
     "schedule.trigger": "run.triggered", "daemon.start": "daemon.started",
     "daemon.stop": "daemon.stopped", "daemon.sync": "schedule.synced",
-    "schedule.shifted": "run.shifted", "schedule.retry": "run.retry",
+    "schedule.shifted": "run.shifted", "schedule.retry": "run.retry", "daemon.lead": "daemon.leading",
 }
 
 
@@ -171,13 +189,16 @@ class DaemonStatus:
     started_at: str
     heartbeat_at: str
     alive: bool
+    leading_since: str | None = None  # several daemons on PostgreSQL: this one leads since then
 
     def describe(self, utc: bool = False) -> str:
         from shared.clock import local_time
 
         state = "running" if self.alive else "not running (stale heartbeat)"
+        leads = f", leading since {local_time(self.leading_since, seconds=True, utc=utc)}" \
+            if self.leading_since else ""
         return f"{state}: pid {self.pid} on {self.host}, started " \
-               f"{local_time(self.started_at, seconds=True, utc=utc)}, " \
+               f"{local_time(self.started_at, seconds=True, utc=utc)}{leads}, " \
                f"heartbeat {_age(self.heartbeat_at):.0f}s ago"
 
 
@@ -192,7 +213,7 @@ def _holder_alive(value: str, updated_at: str, stale_after: float = HEARTBEAT_ST
         return False
     if _age(updated_at) > stale_after:
         return False
-    if owner.get("host") == socket.gethostname():
+    if owner.get("machine", owner.get("host")) == socket.gethostname():
         return _pid_alive(int(owner.get("pid", 0)))
     return True
 
@@ -209,7 +230,7 @@ def daemon_status(store: Store) -> DaemonStatus | None:
         return None
     return DaemonStatus(pid=int(owner.get("pid", 0)), host=str(owner.get("host", "?")),
                         started_at=str(owner.get("started_at", "")), heartbeat_at=updated_at,
-                        alive=_holder_alive(value, updated_at))
+                        alive=_holder_alive(value, updated_at), leading_since=owner.get("leading_since"))
 
 
 def next_run_times(store: Store) -> dict[str, datetime | None]:
@@ -252,6 +273,14 @@ def fire_retry(schedule_id: str, retry_of: str, attempt: int) -> None:
         daemon.fire(schedule_id, retry=(retry_of, attempt))
 
 
+def fire_taken_over(schedule_id: str, planned: str, run_id: str, host: str) -> None:
+    """A fire a previous leader (on ``host``) claimed and never started, taken over by this one."""
+    daemon = _active_daemon
+    if daemon is not None:
+        daemon.fire(schedule_id, claimed=Fire(schedule_id, datetime.fromisoformat(planned), run_id,
+                                              taken_from=host))
+
+
 def control_tick() -> None:
     """Heartbeat, SIGHUP syncs and operator requests, every half second."""
     daemon = _active_daemon
@@ -260,15 +289,32 @@ def control_tick() -> None:
 
 
 class PlannedTimeExecutor(ThreadPoolExecutor):
-    """A thread pool that remembers each job's planned run time, for the job to read."""
+    """A thread pool that remembers each schedule job's planned run time, and this daemon's claim on
+    that fire (:meth:`Daemon._claim_fire`, before APScheduler moves the job on), for the job to read.
 
-    def __init__(self, max_workers: int = 10) -> None:
+    It outlives one scheduler: a daemon that loses the lead keeps the runs it started (``closing``
+    False: a scheduler's shutdown leaves the pool alone).
+    """
+
+    def __init__(self, max_workers: int = 10,
+                 claim: Callable[[Job, datetime], Fire | None] | None = None) -> None:
         super().__init__(max_workers)
         self.planned: dict[str, datetime] = {}
+        self.fires: dict[str, Fire] = {}
+        self.claim = claim
+        self.closing = False
 
     def _do_submit_job(self, job: Job, run_times: list[datetime]) -> None:
-        self.planned[job.id] = run_times[-1]
+        if job._jobstore_alias == "default":
+            self.planned[job.id] = run_times[-1]
+            fire = self.claim(job, run_times[-1]) if self.claim is not None else None
+            if fire is not None:
+                self.fires[job.id] = fire
         super()._do_submit_job(job, run_times)
+
+    def shutdown(self, wait: bool = True) -> None:
+        if self.closing:
+            super().shutdown(wait)
 
 
 # -- processes ----------------------------------------------------------------------------------------
@@ -413,10 +459,15 @@ class Daemon:
         self.store = store
         self.options = options or DaemonOptions()
         self.schedules: dict[str, Schedule] = {}
-        self.owner = json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                 "started_at": utcnow()})
-        self.executor = PlannedTimeExecutor(self.options.max_workers)
+        self.started_at = utcnow()
+        self.owner = self._owner()
+        self.executor = PlannedTimeExecutor(self.options.max_workers, self._claim_fire)
         self.scheduler = self._build_scheduler()
+        # several daemons on PostgreSQL: one leads, the others stand by; SQLite: one daemon only
+        self.leadership = Leadership(store.url, settings.host, settings.cluster.leader_poll_s) \
+            if store.dialect == "postgresql" else None
+        self.ledger: FireLedger | None = None
+        self._stopper: threading.Thread | None = None
         self.children: dict[str, ChildRun] = {}
         self._children_lock = threading.Lock()
         self._schedule_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
@@ -427,6 +478,14 @@ class Daemon:
         self._last_heartbeat = 0.0
 
     # -- setup ------------------------------------------------------------------------------------
+
+    def _owner(self, leading_since: str | None = None) -> str:
+        """The lease row's value: who runs (and, with several daemons, since when it leads)."""
+        owner = {"pid": os.getpid(), "host": self.settings.host, "machine": socket.gethostname(),
+                 "started_at": self.started_at}
+        if leading_since is not None:
+            owner["leading_since"] = leading_since
+        return json.dumps(owner)
 
     def _build_scheduler(self) -> BlockingScheduler:
         scheduler = BlockingScheduler(
@@ -470,34 +529,129 @@ class Daemon:
             )
 
     def run(self) -> int:
-        """Validate, claim, recover, then schedule until SIGTERM. Returns the exit code."""
+        """Validate, claim (or stand by until leading), recover, then schedule until SIGTERM. Returns
+        the exit code."""
         global _active_daemon
         self._install_signals()
         try:
             loaded = self.load(initial=True)
             assert loaded is not None
-            self.claim()
+            if self.leadership is None:
+                self.claim()
         except BaseException:
             self._ready.set()
             raise
         _active_daemon = self
         try:
             self.schedules = loaded.by_id()
-            reaped, adopted = self._recover()
-            record_action(self.store, "daemon.start", details={
-                "pid": os.getpid(), "schedules": len(self.schedules), "reaped": reaped,
-                "adopted": adopted, "problems": [str(problem) for problem in loaded.problems]})
-            if self._stop_event.is_set():  # stopped while starting up
-                self._ready.set()
+            if self.leadership is None:
+                self._run_alone(loaded)
             else:
-                self.scheduler.start()  # blocks until a stop
+                self._lead_when_possible(loaded)
+            if self._stopper is not None:
+                self._stopper.join()
             record_action(self.store, "daemon.stop", details={"pid": os.getpid()})
         finally:
             self._ready.set()
             _active_daemon = None
-            release_meta_lease(self.store, LEASE_NAME, self.owner)
+            self._let_go()
         logger.info("scheduler stopped")
         return 0
+
+    def _run_alone(self, loaded: LoadedSchedules) -> None:
+        """The one daemon of a SQLite database."""
+        self.ledger = FireLedger(self.store, self.settings.host, f"{self.settings.host}:{new_run_id()}")
+        reaped, adopted = self._recover()
+        record_action(self.store, "daemon.start", details={
+            "pid": os.getpid(), "schedules": len(self.schedules), "reaped": reaped,
+            "adopted": adopted, "problems": [str(problem) for problem in loaded.problems]})
+        if self._stop_event.is_set():  # stopped while starting up
+            self._ready.set()
+        else:
+            self.scheduler.start()  # blocks until a stop
+
+    def _let_go(self) -> None:
+        if self.leadership is None:
+            release_meta_lease(self.store, LEASE_NAME, self.owner)
+            return
+        self.leadership.release()
+        try:
+            release_meta_lease(self.store, LEASE_NAME, self.owner)
+            forget_standby(self.store, self.settings.host, os.getpid())
+        except DATABASE_ERRORS as error:
+            logger.warning("could not clear this daemon's rows in the database: {}", short_reason(error))
+
+    # -- several daemons: lead or stand by ----------------------------------------------------------
+
+    def _lead_when_possible(self, loaded: LoadedSchedules) -> None:
+        """Stand by until this daemon leads; lead until stopped or the lead is lost; stand by again."""
+        assert self.leadership is not None
+        record_action(self.store, "daemon.start", details={
+            "pid": os.getpid(), "host": self.settings.host, "schedules": len(self.schedules),
+            "role": "standby", "problems": [str(problem) for problem in loaded.problems]})
+        terms = 0
+        while not self._stop_event.is_set():
+            self._ready.set()  # standing by: a stop may proceed at once
+            if not self.leadership.acquire(self._stop_event, self._standing_by):
+                break
+            self._ready.clear()
+            try:
+                if not self._stop_event.is_set():
+                    self._lead(reload=terms > 0)
+            except DATABASE_ERRORS as error:
+                logger.error("lost the database while leading ({}); standing by again", short_reason(error))
+            finally:
+                self.leadership.release()
+                self._stop_leading()
+                self._ready.set()
+            terms += 1
+            if not self._stop_event.is_set():
+                logger.warning("not leading any more: no fires from this daemon; standing by again")
+                self.scheduler = self._build_scheduler()
+
+    def _standing_by(self) -> str | None:
+        """The standby's heartbeat (its row for ``kansli schedules``); the leader, as the log names it."""
+        self.store.set_meta(standby_name(self.settings.host, os.getpid()), json.dumps(
+            {"host": self.settings.host, "pid": os.getpid(), "started_at": self.started_at}))
+        status = daemon_status(self.store)
+        if status is None or not status.alive:
+            return None
+        return f"{status.host} (pid {status.pid})"
+
+    def _lead(self, reload: bool) -> None:
+        """One lead of this daemon: take the lease row, recover, schedule until stopped or lost."""
+        assert self.leadership is not None and self.leadership.term is not None
+        previous = daemon_status(self.store)
+        self.owner = self._owner(self.leadership.since)
+        self.store.set_meta(LEASE_NAME, self.owner)
+        forget_standby(self.store, self.settings.host, os.getpid())
+        self.ledger = FireLedger(self.store, self.settings.host, self.leadership.term)
+        self.leadership.watch(self._on_lost)
+        if reload and (loaded := self.load(initial=False)) is not None:
+            self.schedules = loaded.by_id()
+        reaped, adopted = self._recover()
+        took_from = f"{previous.host} (pid {previous.pid})" if previous and previous.pid != os.getpid() \
+            else None
+        record_action(self.store, "daemon.lead", details={
+            "pid": os.getpid(), "host": self.settings.host, "since": self.leadership.since,
+            "previous": took_from, "reaped": reaped, "adopted": adopted})
+        logger.info("leading the schedulers of this database as {} (pid {}){}", self.settings.host,
+                    os.getpid(), f", after {took_from}" if took_from else "")
+        if not self._stop_event.is_set() and self.leadership.leading:
+            self.scheduler.start()  # blocks until a stop or the loss of the lead
+
+    def _on_lost(self, reason: str) -> None:
+        """The watchdog found the lead's connection gone: stop firing at once."""
+        logger.error("LOST the lead of the schedulers ({}): no new fires from this daemon", reason)
+        _append_audit(self.settings, "daemon.lost_lead", actor=current_actor(),
+                      data={"host": self.settings.host, "pid": os.getpid(), "reason": reason})
+        self._stop_leading()
+
+    def _stop_leading(self) -> None:
+        try:
+            self.scheduler.shutdown(wait=False)
+        except SchedulerNotRunningError:
+            pass
 
     def _recover(self) -> tuple[int, list[str]]:
         """Close runs whose process is gone as interrupted (retrying them by their schedule's
@@ -511,8 +665,9 @@ class Daemon:
                 if record is not None and record.status == "interrupted":
                     self._retry_later(record)
         for request in pending_schedule_requests(self.store):
-            finish_schedule_request(self.store, request.request_id,
-                                    "ignored: queued while no daemon was running")
+            if _age(request.requested_at) > HEARTBEAT_STALE:  # younger: asked while the lead changed
+                finish_schedule_request(self.store, request.request_id,
+                                        "ignored: queued while no daemon was running")
         host = socket.gethostname()
         adopted = []
         for record in self.store.list_runs(status="running", limit=1000):
@@ -585,8 +740,9 @@ class Daemon:
         if self._stop_event.is_set():
             return
         self._stop_event.set()
-        threading.Thread(target=self._graceful_stop, args=(signal.Signals(signum).name,),
-                         name="kansli-stop", daemon=True).start()
+        self._stopper = threading.Thread(target=self._graceful_stop, args=(signal.Signals(signum).name,),
+                                         name="kansli-stop", daemon=True)
+        self._stopper.start()
 
     # -- listeners ------------------------------------------------------------------------------
 
@@ -603,6 +759,7 @@ class Daemon:
             return
         self.scheduler.add_job(control_tick, "interval", seconds=CONTROL_INTERVAL, id="kansli-control",
                                jobstore="control", executor="control", misfire_grace_time=None)
+        self._take_over_fires()
         logger.info("scheduler started with {} schedule(s) from {}", len(self.schedules),
                     self.settings.schedules_dir)
         self._ready.set()
@@ -612,6 +769,15 @@ class Daemon:
         if schedule is None:
             return
         planned = event.scheduled_run_time.astimezone(UTC)
+        fire = self.executor.fires.pop(event.job_id, None)
+        if fire is not None and planned_key(fire.planned) != planned_key(planned):
+            fire = None  # a claim of another fire of it (not this missed one)
+        if fire is not None and (fire.run_id is None or not self._settle(fire, "missed")):
+            return  # another leader recorded it, or took it over
+        self._record_missed(schedule, planned, fire.run_id if fire else None)
+
+    def _record_missed(self, schedule: Schedule, planned: datetime, run_id: str | None,
+                       why: str | None = None) -> None:
         late = (datetime.now(UTC) - planned).total_seconds()
         reason = (f"planned for {local_time(planned, seconds=True)}, missed by "
                   f"{format_duration(late)} (more than the misfire grace "
@@ -619,18 +785,24 @@ class Daemon:
         shift = schedule.shift_of(planned)
         if shift:
             reason += f" (planned there because {shift})"
+        if why:
+            reason += f" ({why})"
         record = self._record_without_run(schedule, "missed", reason,
-                                          planned.isoformat(timespec="microseconds"))
+                                          planned.isoformat(timespec="microseconds"), run_id=run_id)
         self._notify(schedule, record)
 
     def _on_max_instances(self, event: JobSubmissionEvent) -> None:
         schedule = self.schedules.get(event.job_id)
         if schedule is not None and schedule.queue is not None:
             return  # a queue check during a run of it: the running one takes the new items too
-        if schedule is not None and not self._stop_event.is_set():
-            self._record_without_run(schedule, "skipped",
-                                     f"schedule {schedule.id}: the previous run is still running; "
-                                     "this run was not started")
+        if schedule is None or self._stop_event.is_set():
+            return
+        run_id = new_run_id()
+        if self.ledger is not None and not self.ledger.record(
+                schedule.id, event.scheduled_run_times[-1], "skipped", run_id):
+            return  # another leader had this fire already
+        self._record_without_run(schedule, "skipped", f"schedule {schedule.id}: the previous run is "
+                                 "still running; this run was not started", run_id=run_id)
 
     def _on_error(self, event: JobExecutionEvent) -> None:
         logger.error("job {} failed in the daemon: {}", event.job_id, redact(str(event.exception)))
@@ -726,9 +898,12 @@ class Daemon:
         return self.scheduler.modify_job(job.id, "default", next_run_time=following)
 
     def _fired_at(self, schedule_id: str, planned: datetime) -> bool:
-        """Whether the audit trail has a ``run.scheduled`` of ``schedule_id`` planned at ``planned``."""
+        """Whether a leader fired ``schedule_id`` planned at ``planned``: the fire ledger, or (fires
+        before it) a ``run.scheduled`` in the audit trail."""
         from shared.audit import AuditLog
 
+        if fired(self.store, schedule_id, planned):
+            return True
         try:
             events = AuditLog.from_settings(self.settings).search(
                 since=(planned - timedelta(days=1)).date(), event="run.scheduled")
@@ -766,6 +941,9 @@ class Daemon:
 
     def control_tick(self) -> None:
         if self._stop_event.is_set():
+            return
+        if self.leadership is not None and not self.leadership.leading:
+            self._stop_leading()  # lost while starting: _on_lost found no scheduler to stop
             return
         now = time.monotonic()
         if now - self._last_heartbeat >= HEARTBEAT_INTERVAL:
@@ -810,30 +988,117 @@ class Daemon:
     # -- runs ---------------------------------------------------------------------------------------
 
     def fire(
-        self, schedule_id: str, request_id: int | None = None, retry: tuple[str, int] | None = None
+        self, schedule_id: str, request_id: int | None = None, retry: tuple[str, int] | None = None,
+        claimed: Fire | None = None,
     ) -> None:
-        """Start a run of ``schedule_id`` (a fire, an operator's request, or a retry of an interrupted
-        run: ``retry`` = (its run id, attempt)), with its retries."""
-        scheduled = request_id is None and retry is None
+        """Start a run of ``schedule_id`` (a fire, an operator's request, a retry of an interrupted
+        run: ``retry`` = (its run id, attempt), or a fire ``claimed`` from a dead leader), with its
+        retries."""
+        scheduled = request_id is None and retry is None and claimed is None
         planned = self.executor.planned.pop(schedule_id, None) if scheduled else None
-        self.executor.planned.pop(f"request-{request_id}" if retry is None else f"retry-{retry[0]}", None)
+        fire = self.executor.fires.pop(schedule_id, None) if scheduled else claimed
+        if fire is not None:
+            planned = fire.planned
         schedule = self.schedules.get(schedule_id)
         if schedule is None or self._stop_event.is_set():
             logger.warning("schedule {}: not started (removed, or the daemon is stopping)", schedule_id)
+            return
+        if not self._may_fire(schedule, fire):
+            return
+        if self.settings.execution == "procrastinate":
+            self._enqueue(schedule, planned, fire, request_id)
             return
         lock = self._schedule_locks[schedule_id]
         if scheduled and schedule.queue is not None and not self._queue_has_work(schedule, lock):
             return
         if not lock.acquire(blocking=False):
-            self._record_without_run(schedule, "skipped", f"schedule {schedule_id}: a run of it is "
-                                     "still in progress; this run was not started")
+            if fire is None or self._settle(fire, "skipped"):
+                self._record_without_run(schedule, "skipped", f"schedule {schedule_id}: a run of it is "
+                                         "still in progress; this run was not started",
+                                         run_id=fire.run_id if fire else None)
             return
         try:
-            record = self._run_with_retries(schedule, planned, request_id, retry)
+            record = self._run_with_retries(schedule, planned, request_id, retry, fire)
         finally:
             lock.release()
         if record is not None:
             self._notify(schedule, record)
+
+    def _may_fire(self, schedule: Schedule, fire: Fire | None) -> bool:
+        """False (logged) for a fire another leader had already, or when this daemon no longer leads."""
+        if fire is not None and fire.run_id is None:
+            logger.info("schedule {}: its run planned for {} was {} by {} already; not run again",
+                        schedule.id, fire.planned.isoformat(), fire.state, fire.holder)
+            return False
+        if self.leadership is not None and not self.leadership.leading:
+            logger.warning("schedule {}: not started: this daemon no longer leads", schedule.id)
+            return False
+        return True
+
+    # -- the fire ledger (kansli_schedule_fires) ---------------------------------------------------
+
+    def _claim_fire(self, job: Job, planned: datetime) -> Fire | None:
+        """Claim a schedule's fire, in the scheduler's thread before APScheduler moves the job on."""
+        schedule = self.schedules.get(job.id)
+        if self.ledger is None or schedule is None or schedule.queue is not None:
+            return None
+        fire = self.ledger.claim(job.id, planned, new_run_id())
+        if fire.taken_from is not None:
+            logger.warning("schedule {}: its run planned for {} was claimed by {}, which never started "
+                           "it; this leader runs it", job.id, planned.isoformat(), fire.taken_from)
+        return fire
+
+    def _settle(self, fire: Fire, state: str) -> bool:
+        """Move this daemon's claimed fire to ``state``; False (logged) when another leader took it."""
+        assert self.ledger is not None and fire.run_id is not None
+        try:
+            if self.ledger.settle(fire.schedule_id, fire.planned, fire.run_id, state):
+                return True
+        except DATABASE_ERRORS as error:
+            logger.error("schedule {}: its run planned for {} not started: the database failed: {}",
+                         fire.schedule_id, fire.planned.isoformat(), short_reason(error))
+            return False
+        logger.warning("schedule {}: its run planned for {} not started here: another leader took the "
+                       "fire over", fire.schedule_id, fire.planned.isoformat())
+        return False
+
+    def _take_over_fires(self) -> None:
+        """Fires a previous leader claimed and never started: run within their grace, once."""
+        if self.ledger is None:
+            return
+        now = datetime.now(UTC)
+        self.ledger.prune(now - FIRES_KEPT)
+        longest = max((schedule.misfire_grace for schedule in self.schedules.values()), default=0.0)
+        for orphan in self.ledger.orphans(now - timedelta(seconds=longest + 60)):
+            schedule = self.schedules.get(orphan.schedule_id)
+            if schedule is not None and schedule.queue is None:
+                self._take_over(schedule, orphan, now)
+
+    def _take_over(self, schedule: Schedule, orphan: Orphan, now: datetime) -> None:
+        assert self.ledger is not None
+        job = self.scheduler.get_job(schedule.id, "default")
+        fire = Fire(schedule.id, orphan.planned, orphan.run_id)
+        if job is not None and (job.next_run_time is None or job.next_run_time <= now):
+            # paused; or a later fire of it is due now, and the missed ones coalesce into it
+            if self._settle(fire, "coalesced" if job.next_run_time else "paused"):
+                logger.info("schedule {}: its run planned for {} (claimed by {}, never started) is "
+                            "{}", schedule.id, orphan.planned.isoformat(), orphan.host,
+                            "coalesced into the one due now" if job.next_run_time else "not run: paused")
+            return
+        run_id = new_run_id()
+        if (now - orphan.planned).total_seconds() > schedule.misfire_grace:
+            if self.ledger.settle(schedule.id, orphan.planned, orphan.run_id, "missed", new_run_id=run_id):
+                self._record_missed(schedule, orphan.planned, run_id,
+                                    f"claimed by {orphan.host}, which did not start it")
+            return
+        if not self.ledger.take_over(orphan, run_id):
+            return
+        logger.warning("schedule {}: its run planned for {} was claimed by {}, which never started it; "
+                       "this leader runs it", schedule.id, orphan.planned.isoformat(), orphan.host)
+        self.scheduler.add_job(fire_taken_over, args=[schedule.id, planned_key(orphan.planned), run_id,
+                                                      orphan.host],
+                               id=f"takeover-{schedule.id}-{run_id}", jobstore="control", executor="default",
+                               misfire_grace_time=None)
 
     def _queue_has_work(self, schedule: Schedule, lock: threading.Lock) -> bool:
         """A queue schedule's check: enough ready items, and no run of it going on already (the
@@ -851,14 +1116,14 @@ class Daemon:
 
     def _run_with_retries(
         self, schedule: Schedule, planned: datetime | None, request_id: int | None,
-        retry: tuple[str, int] | None = None,
+        retry: tuple[str, int] | None = None, fire: Fire | None = None,
     ) -> RunRecord | None:
         retry_of, attempt = retry or (None, 0)
         while True:
             record = self._run_once(schedule, planned, request_id if attempt == 0 else None,
-                                    (retry_of, attempt) if retry_of else None)
+                                    (retry_of, attempt) if retry_of else None, fire)
             if (record is None or record.status not in RETRY_STATUSES or attempt >= schedule.retries
-                    or self._stop_event.is_set()):
+                    or self._stop_event.is_set() or not self._may_fire(schedule, None)):
                 return record
             attempt += 1
             delay = schedule.retry_backoff * 2 ** (attempt - 1)
@@ -866,15 +1131,17 @@ class Daemon:
                            record.status, attempt, schedule.retries, format_duration(delay))
             if self._stop_event.wait(delay):
                 return record
-            planned, retry_of = None, record.run_id
+            planned, retry_of, fire = None, record.run_id, None
 
     def _run_once(
         self, schedule: Schedule, planned: datetime | None, request_id: int | None,
-        retry: tuple[str, int] | None = None,
+        retry: tuple[str, int] | None = None, fire: Fire | None = None,
     ) -> RunRecord | None:
-        run_id = new_run_id()
+        run_id = fire.run_id if fire is not None and fire.run_id else new_run_id()
+        if fire is not None and not self._settle(fire, "started"):
+            return None
         if planned is not None:
-            self._record_scheduled(schedule, run_id, planned)
+            self._record_scheduled(schedule, run_id, planned, fire)
         if retry is not None:
             record_action(self.store, "schedule.retry", schedule.id,
                           {"run_id": run_id, "retry_of": retry[0], "attempt": retry[1]})
@@ -896,16 +1163,48 @@ class Daemon:
             if child.stderr is not None:
                 child.stderr.close()
 
-    def _record_scheduled(self, schedule: Schedule, run_id: str, planned: datetime) -> None:
-        """``run.scheduled`` in the audit trail: the planned time, and why it moved if it did."""
+    def _record_scheduled(
+        self, schedule: Schedule, run_id: str, planned: datetime, fire: Fire | None = None
+    ) -> None:
+        """``run.scheduled`` in the audit trail: the planned time, and why it moved if it did; the
+        leader's host (and the dead leader whose claim it took over)."""
         shift = schedule.shift_of(planned)
+        data = {"schedule": schedule.id, "planned": planned.astimezone(UTC).isoformat(),
+                "planned_local": planned.astimezone(schedule.tz).isoformat(), "shifted": shift,
+                "host": self.settings.host}
+        if fire is not None and fire.taken_from is not None:
+            data["taken_over_from"] = fire.taken_from
         _append_audit(self.settings, "run.scheduled", run_id=run_id, robot=schedule.robot,
-                      actor=f"schedule:{schedule.id}",
-                      data={"schedule": schedule.id, "planned": planned.astimezone(UTC).isoformat(),
-                            "planned_local": planned.astimezone(schedule.tz).isoformat(), "shifted": shift})
+                      actor=f"schedule:{schedule.id}", data=data)
         if shift:
             logger.warning("schedule {}: run {}: {}", schedule.id, run_id, shift)
             record_action(self.store, "schedule.shifted", schedule.id, {"run_id": run_id, "reason": shift})
+
+    def _enqueue(
+        self, schedule: Schedule, planned: datetime | None, fire: Fire | None, request_id: int | None
+    ) -> None:
+        """``KANSLI_EXECUTION=procrastinate``: the run is a job for the workers, not a process here."""
+        from shared.execution import enqueue_run
+
+        if fire is not None and not self._settle(fire, "started"):
+            return
+        run_id = enqueue_run(self.settings, schedule.robot, schedule.params, trigger=f"schedule:{schedule.id}",
+                             queueing_lock=f"schedule:{schedule.id}", schedule_timeout=schedule.timeout,
+                             retries=schedule.retries)
+        if fire is not None and self.ledger is not None:
+            self.ledger.set_run(schedule.id, fire.planned, run_id or fire.run_id or "",
+                                state="started" if run_id else "skipped")
+        if run_id is None:
+            logger.warning("schedule {}: not enqueued: a run of it still waits for a worker", schedule.id)
+            return
+        if planned is not None:
+            self._record_scheduled(schedule, run_id, planned, fire)
+        late = (datetime.now(UTC) - planned).total_seconds() * 1000 if planned else 0.0
+        logger.info("schedule {}: run {} enqueued, planned {}, late by {:.1f} ms", schedule.id, run_id,
+                    planned.isoformat() if planned else "now (request)", late)
+        if request_id is not None:
+            record_action(self.store, "schedule.trigger.started", schedule.id,
+                          {"request_id": request_id, "run_id": run_id})
 
     def _spawn(self, schedule: Schedule, run_id: str) -> ChildRun:
         stderr = tempfile.TemporaryFile()
@@ -985,10 +1284,11 @@ class Daemon:
         limit = self._stop_deadline + self.options.kill_grace * 2 + 5
         while self.running_count() and time.monotonic() < limit:
             time.sleep(0.1)
+        self.executor.closing = True
         try:
             self.scheduler.shutdown(wait=True)
         except SchedulerNotRunningError:
-            pass
+            self.executor.shutdown(wait=True)  # standing by: the runs of an earlier lead
 
 
 class _InterceptHandler(logging.Handler):

@@ -550,6 +550,20 @@ schedule_requests = sa.Table(
     sa.Column("result", sa.Text),
 )
 
+#: One row per planned fire of a time schedule, whichever daemon led: the (schedule, planned time)
+#: key lets a fire happen once across leaders (shared.leader.FireLedger).
+schedule_fires = sa.Table(
+    "kansli_schedule_fires",
+    metadata,
+    sa.Column("schedule_id", sa.String(128), primary_key=True),
+    sa.Column("planned", sa.String(40), primary_key=True),
+    sa.Column("host", sa.String(64), nullable=False),
+    sa.Column("term", sa.String(128), nullable=False),
+    sa.Column("run_id", sa.String(64)),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("fired_at", sa.String(40), nullable=False, index=True),
+)
+
 operator_actions = sa.Table(
     "kansli_operator_actions",
     metadata,
