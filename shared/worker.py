@@ -206,8 +206,8 @@ class KansliWorker:
         try:
             await asyncio.wait_for(process.wait(), timeout=job.timeout or None)
         except TimeoutError:
-            return await asyncio.to_thread(self._kill, process.pid, run_id, "timeout",
-                                           f"timed out after {job.timeout:g} s; its processes were killed")
+            reason = f"timed out after {job.timeout:g} s; its processes were killed"
+            return await self._until_reachable(self._kill, process.pid, run_id, "timeout", reason)
         except asyncio.CancelledError:
             await asyncio.to_thread(self._kill, process.pid, run_id, "cancelled",
                                     "stopped with its worker after the stop grace")
@@ -215,7 +215,22 @@ class KansliWorker:
         finally:
             if process.returncode is None:
                 await process.wait()
-        return await asyncio.to_thread(self._closed, job, run_id, process.returncode, stderr)
+        return await self._until_reachable(self._closed, job, run_id, process.returncode, stderr)
+
+    async def _until_reachable(self, action: Any, *args: Any) -> Any:
+        """``action(*args)`` in a thread, tried again while the database cannot be reached (it
+        restarts): a run's end is recorded once it is back, never dropped."""
+        from sqlalchemy.exc import OperationalError
+
+        delay = 0.5
+        while True:
+            try:
+                return await asyncio.to_thread(action, *args)
+            except OperationalError as error:
+                logger.warning("worker {}: the database is away ({}); trying again in {:g} s", self.name,
+                               str(error).splitlines()[0], delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
     def _kill(self, pid: int, run_id: str, status: str, reason: str) -> str:
         from shared.runner import Runner
@@ -308,6 +323,7 @@ class KansliWorker:
         """Give back the jobs of dead workers; close the runs they were doing as interrupted."""
         assert self.app is not None
         await asyncio.to_thread(reap_dead_hosts, self.settings, self.store)  # first: its items free
+        await asyncio.to_thread(self._reap_own)
         timeout = self.settings.cluster.heartbeat_timeout_s
         stalled = await self.app.job_manager.get_stalled_jobs(seconds_since_heartbeat=timeout)
         for stalled_job in stalled:
@@ -317,6 +333,20 @@ class KansliWorker:
                                stalled_job.queue)
             except Exception as error:  # noqa: BLE001 - another worker gave it back first
                 logger.debug("job {}: not given back: {}", stalled_job.id, error)
+
+    def _reap_own(self) -> None:
+        """Runs recorded on this worker as running that it no longer does (their end could not be
+        recorded): closed as interrupted."""
+        from shared.runner import Runner
+
+        with self.store.engine.connect() as connection:
+            rows = connection.execute(
+                sa.select(cluster_runs.c.run_id).join(runs, runs.c.run_id == cluster_runs.c.run_id)
+                .where(runs.c.status == "running", cluster_runs.c.worker == self.name)).all()
+        lost = [row.run_id for row in rows if row.run_id not in self.current]
+        if lost and self.store.mark_interrupted(lost, "its run process ended without closing it"):
+            for run_id in lost:
+                Runner(self.settings, self.store).close_in_audit(run_id, "process_exited")
 
     async def run(self) -> None:
         app = self.app = make_app(self.settings, max_connections=self.concurrency + 3)

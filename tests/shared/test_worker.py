@@ -180,3 +180,35 @@ def test_a_killed_worker_leaves_its_queue_to_another_host_each_key_done_once(
     assert finisher and finisher[0].status == "succeeded"
     items = {item.key: item for item in store.list_items(finisher[0].run_id)}
     assert items["c04"].outcome == "done"  # reconciled: found keyed, not keyed again
+
+
+def restart_postgresql() -> None:
+    version = sorted(path.name for path in Path("/etc/postgresql").iterdir())[-1]
+    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"], check=True,
+                   capture_output=True, timeout=120)
+    wait_until(lambda: subprocess.run(["pg_isready", "-h", "127.0.0.1", "-q"]).returncode == 0, 120,
+               "PostgreSQL to accept connections again")
+
+
+@POSTGRES
+@pytest.mark.skipif(not Path("/etc/postgresql").is_dir() or os.geteuid() != 0,
+                    reason="needs the local PostgreSQL cluster and root to restart it")
+def test_workers_survive_a_postgresql_restart_and_nothing_is_lost(cluster: Cluster, tmp_path: Path) -> None:
+    cases = tmp_path / "cases.db"
+    WorkQueue(cluster.store(), "bulk").enqueue_many((f"c{n:03d}", {"n": n}) for n in range(80))
+    for host in ("w1", "w2"):
+        cluster.start_worker(host, "--robots", "drain")
+    first = [cluster.queue("drain", cases=cases, delay=0.1) for _ in range(2)]
+    wait_until(lambda: cases.exists() and sum(cases_by_key(cases).values()) >= 10, 120, "items to be keyed")
+    restart_postgresql()
+    ended = cluster.wait_final(first, 240)
+    for record in ended.values():  # a true status: finished, or failed/interrupted saying why
+        assert record.status in ("succeeded", "failed", "interrupted"), record
+        assert record.status == "succeeded" or record.error
+    store = cluster.store()
+    wait_until(lambda: {w["host"] for w in cluster.list_workers()} == {"w1", "w2"}, 120,
+               "both workers to heartbeat again")
+    again = cluster.queue("drain", cases=cases)
+    assert cluster.wait_final([again], 240)[again].status == "succeeded"
+    assert {item.status for item in WorkQueue(store, "bulk").items(limit=1000)} == {"done"}
+    assert cases_by_key(cases) == {f"c{n:03d}": 1 for n in range(80)}
