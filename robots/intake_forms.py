@@ -68,7 +68,7 @@ class Intake(BaseModel):
         return "" if value is None else value
 
 
-@robot(side_effects=True)
+@robot(side_effects=True, tags=["chromium"])
 def intake_forms(
     run: Run,
     input: Path,

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TextIO
 import typer
 
 from shared.cli_audit import audit_app
+from shared.cli_cluster import waiting_note, worker_command, workers_command
 from shared.cli_queue import queue_app
 from shared.cli_schedules import schedules_app
 
@@ -157,11 +158,18 @@ def run_command(
     run_id: Annotated[
         str | None, typer.Option("--run-id", hidden=True, help="Use this run id (scheduler).")
     ] = None,
+    queue_it: Annotated[
+        bool, typer.Option("--queue-it", help="Queue the run for a worker on any host "
+                           "(KANSLI_EXECUTION=procrastinate) instead of running it here; print its id.")
+    ] = False,
 ) -> None:
     """Run a robot now, show progress over its items, and print the summary."""
     from shared.errors import KansliError
     from shared.runner import EXIT_CODES, Runner
 
+    if queue_it:
+        _queue_run(name, parse_params(param or []), rerun_all or resubmit, as_json)
+        return
     try:
         runner = Runner(settings())
         with _RichProgress(enabled=not as_json) as progress:
@@ -176,6 +184,20 @@ def run_command(
     else:
         _print_summary(record, items)
     raise typer.Exit(EXIT_CODES.get(record.status, 1))
+
+
+def _queue_run(name: str, params: dict[str, Any], rerun_all: bool, as_json: bool) -> None:
+    from shared.errors import KansliError
+    from shared.execution import enqueue_run
+
+    try:
+        run_id = enqueue_run(settings(), name, params, trigger="cli", rerun_all=rerun_all)
+    except KansliError as error:
+        fail(str(error), error.exit_code)
+    if as_json:
+        emit_json({"run_id": run_id, "status": "queued"})
+    else:
+        console().print(f"run {run_id} of {name} queued; `kansli show {run_id}` follows it", highlight=False)
 
 
 class _RichProgress:
@@ -290,14 +312,17 @@ def runs_command(
     runner = _runner()
     runner.reap_interrupted()
     records = runner.store.list_runs(robot=robot, status=status, since=_since(since, utc), limit=limit)
+    waiting = waiting_note(runner.store, records)
     if as_json:
-        emit_json([run_json(record) for record in records])
+        emit_json([{**run_json(record), **({"waiting": waiting[record.run_id]} if record.run_id in waiting
+                                            else {})} for record in records])
         return
     table = Table(title="Runs")
     for column in ("run id", "robot", "status", "trigger", "actor", "started", "items", "failed"):
         table.add_column(column)
     for record in records:
-        table.add_row(record.run_id, record.robot, styled(record.status), record.trigger,
+        status = styled(record.status) + (f" ({waiting[record.run_id]})" if record.run_id in waiting else "")
+        table.add_row(record.run_id, record.robot, status, record.trigger,
                       record.actor, local_time(record.started_at, utc=utc),
                       str(record.items_total), str(record.items_failed))
     console().print(table)
@@ -468,6 +493,8 @@ def doctor_command() -> None:
         raise typer.Exit(4)
 
 
+app.command("worker")(worker_command)
+app.command("workers")(workers_command)
 app.add_typer(schedules_app, name="schedules")
 app.add_typer(audit_app, name="audit")
 app.add_typer(queue_app, name="queue")

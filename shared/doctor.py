@@ -34,6 +34,7 @@ def run_checks() -> list[Check]:
         check_database(settings),
         check_robots(settings),
         check_chromium(settings),
+        *([check_workers(settings)] if settings.execution == "procrastinate" else []),
     ]
 
 
@@ -85,3 +86,26 @@ def check_chromium(settings: Settings) -> Check:
     if not any(name in version for name in ("Chromium", "Chrome")):
         return Check("chromium", False, f"{path} is not Chromium (--version: {version[:80]!r})", fix)
     return Check("chromium", True, f"{version} at {path}")
+
+
+def check_workers(settings: Settings) -> Check:
+    """Several hosts: live workers, and no run job waiting for a robot that no live worker serves."""
+    from shared.execution import waiting_jobs
+    from shared.store import Store
+    from shared.worker import live_workers
+
+    try:
+        store = Store(settings.effective_database_url)
+        alive = live_workers(store, settings.cluster.heartbeat_timeout_s)
+        waiting = waiting_jobs(store)
+    except Exception as error:  # noqa: BLE001 - the database check above says more
+        return Check("workers", False, f"cannot read the workers: {error}", "check KANSLI_DATABASE_URL")
+    unserved = sorted({job["robot"] for job in waiting if not job["served"]})
+    if unserved:
+        count = sum(1 for job in waiting if not job["served"])
+        return Check("workers", False, f"{count} run job(s) waiting for a robot no live worker serves: "
+                     f"{', '.join(unserved)}", "start `kansli worker` on a host that has the robots' tags "
+                     f"(kansli robots shows them), e.g. kansli worker --robots {','.join(unserved)}")
+    hosts = sorted({worker.host for worker in alive})
+    detail = f"{len(alive)} live worker(s) on {', '.join(hosts) or 'no host'}; {len(waiting)} job(s) waiting"
+    return Check("workers", bool(alive), detail, "" if alive else "start `kansli worker` on a robot host")

@@ -11,11 +11,12 @@ robots with one name are an error.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 import pkgutil
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import ModuleType, SimpleNamespace
 from typing import Any, TypeVar
@@ -48,6 +49,12 @@ class RobotSpec:
     #: Its items change other systems (a case submitted, a mail sent): ``--rerun-all`` without a
     #: reconcile step then needs the operator's ``--yes``.
     side_effects: bool = False
+    #: What a host needs to run it (``chromium``, a network zone, ...): a worker serves it only if it
+    #: declares every one of these (``kansli worker --tags``).
+    tags: tuple[str, ...] = ()
+    #: Its runs may overlap (a consumer of a queue: each item still goes to one run only); other
+    #: robots' runs never overlap, on any host.
+    parallel: bool = False
 
     def parameters(self) -> list[dict[str, Any]]:
         """Name, type, default and whether required, for each parameter (for display)."""
@@ -89,14 +96,20 @@ def _describe(robot_name: str, error: ValidationError) -> str:
     return f"robot {robot_name}: parameter '{name}': {first['msg']}"
 
 
-def robot(name: str | None = None, *, side_effects: bool = False) -> Callable[[F], F]:
+def robot(
+    name: str | None = None, *, side_effects: bool = False, tags: Sequence[str] = (),
+    parallel: bool = False,
+) -> Callable[[F], F]:
     """Declare a robot. The summary is the first line of the function's docstring.
 
-    ``side_effects``: its items change other systems (see :attr:`RobotSpec.side_effects`).
+    ``side_effects``: its items change other systems (see :attr:`RobotSpec.side_effects`);
+    ``tags``: what a host needs to run it (:attr:`RobotSpec.tags`); ``parallel``: its runs may
+    overlap (:attr:`RobotSpec.parallel`).
     """
 
     def decorate(function: F) -> F:
         spec = _spec_for(function, name or function.__name__, side_effects)
+        spec = dataclasses.replace(spec, tags=tuple(sorted(set(tags))), parallel=parallel)
         setattr(function, _ATTRIBUTE, spec)
         return function
 

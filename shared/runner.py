@@ -64,6 +64,9 @@ from shared.registry import RobotParams, RobotSpec, discover, get_robot
 from shared.settings import Settings, get_settings
 from shared.store import RunRecord, Store, item_counts, open_store, utcnow
 
+#: The first key of the robots' advisory locks on PostgreSQL ("KANS"); the second is the name's hash.
+ROBOT_LOCK_SPACE = 0x4B414E53 & 0x7FFFFFFF
+
 EXIT_CODES = {
     "succeeded": 0, "failed": 1, "partial": 3, "skipped": 5, "cancelled": 130,
     "timeout": 1, "missed": 1, "interrupted": 1,
@@ -409,6 +412,20 @@ class Runner:
 
     @contextmanager
     def _robot_lock(self, spec: RobotSpec, trigger: str, wait: bool) -> Iterator[bool]:
+        """The robot's lock: a file lock on this host and, on PostgreSQL, an advisory lock that
+        keeps its runs from overlapping on every host. A ``parallel`` robot has none."""
+        if spec.parallel:
+            yield True
+            return
+        with self._host_lock(spec, wait) as locked:
+            if not locked:
+                yield False
+                return
+            with self._database_lock(spec, wait) as locked_everywhere:
+                yield locked_everywhere
+
+    @contextmanager
+    def _host_lock(self, spec: RobotSpec, wait: bool) -> Iterator[bool]:
         lock = filelock.FileLock(self.settings.locks_dir / f"{spec.name}.lock")
         try:
             self.settings.locks_dir.mkdir(parents=True, exist_ok=True)
@@ -423,6 +440,27 @@ class Runner:
             yield True
         finally:
             lock.release()
+
+    @contextmanager
+    def _database_lock(self, spec: RobotSpec, wait: bool) -> Iterator[bool]:
+        """A session advisory lock on a connection of its own, held while the run lasts (released
+        by PostgreSQL when the process dies); SQLite serves one host, whose file lock is enough."""
+        if self.store.engine.dialect.name != "postgresql":
+            yield True
+            return
+        import sqlalchemy as sa
+
+        take = "pg_advisory_lock" if wait else "pg_try_advisory_lock"
+        key = {"space": ROBOT_LOCK_SPACE, "name": spec.name}
+        with self.store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            result = connection.execute(sa.text(f"SELECT {take}(:space, hashtext(:name))"), key).scalar()
+            if not wait and not result:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                connection.execute(sa.text("SELECT pg_advisory_unlock(:space, hashtext(:name))"), key)
 
     def _refused(
         self, spec: RobotSpec, params: RobotParams, trigger: str, run_id: str | None

@@ -112,10 +112,41 @@ kv = sa.Table(
     sa.Column("updated_at", sa.String(40), nullable=False),
 )
 
+#: The robot hosts (``kansli worker``, KANSLI_EXECUTION=procrastinate): what each serves, its heartbeat.
+workers = sa.Table(
+    "kansli_workers",
+    metadata,
+    sa.Column("worker", sa.String(160), primary_key=True),  # <host>:<pid>
+    sa.Column("host", sa.String(64), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("robots", sa.Text, nullable=False),  # JSON list
+    sa.Column("tags", sa.Text, nullable=False),  # JSON list
+    sa.Column("concurrency", sa.Integer, nullable=False),
+    sa.Column("current_runs", sa.Text, nullable=False),  # JSON list of run ids
+    sa.Column("started_at", sa.String(40), nullable=False),
+    sa.Column("heartbeat_at", sa.String(40), nullable=False),
+    sa.Column("stopped_at", sa.String(40)),
+)
+
+#: Runs queued as procrastinate jobs: their job, and the worker (host) that took them.
+cluster_runs = sa.Table(
+    "kansli_cluster_runs",
+    metadata,
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    sa.Column("job_id", sa.BigInteger),
+    sa.Column("queue", sa.String(160), nullable=False),
+    sa.Column("worker", sa.String(160), index=True),
+    sa.Column("host", sa.String(64)),
+    sa.Column("queued_at", sa.String(40), nullable=False),
+    sa.Column("started_at", sa.String(40)),
+)
+
 #: How many candidates an ambiguous run id prefix names.
 AMBIGUOUS_SHOWN = 5
 
 ACTIVE_STATUSES = ("running",)
+#: A run waiting for a worker (KANSLI_EXECUTION=procrastinate): recorded when its job is added.
+QUEUED = "queued"
 #: How an item of a run ended (``in_progress`` while it runs).
 OUTCOME_NAMES = ("done", "business_error", "app_error", "skipped")
 FINAL_STATUSES = (
@@ -309,10 +340,14 @@ class Store:
     # -- runs ---------------------------------------------------------------------------------
 
     def create_run(self, record: RunRecord) -> None:
+        """Record a new run; a run recorded ``queued`` (its job waited for a worker) starts under its id."""
         values = record.as_dict()
         values["params"] = json.dumps(record.params, ensure_ascii=False, default=str)
         with self.engine.begin() as connection:
-            connection.execute(runs.insert().values(**values))
+            started = connection.execute(runs.update().where(runs.c.run_id == record.run_id,
+                                                             runs.c.status == QUEUED).values(**values))
+            if started.rowcount == 0:
+                connection.execute(runs.insert().values(**values))
 
     def finish_run(self, record: RunRecord) -> None:
         values = {

@@ -62,7 +62,7 @@ def database_url(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
     from sqlalchemy.engine import make_url
 
     name = f"kansli_test_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
+    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT", pool_pre_ping=True)  # a test may restart it
     with admin.connect() as connection:
         connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
     url = make_url(base).set(database=name).render_as_string(hide_password=False)

@@ -111,6 +111,36 @@ def test_a_second_run_of_the_same_robot_is_refused(
         process.wait()
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_a_robot_never_overlaps_itself_across_hosts_on_postgresql(
+    database_url: str, kansli_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another host (its own data dir, so its own file locks) is refused by the database's lock."""
+    process, _ = _start_sleeper(kansli_env)
+    try:
+        other = kansli_env / "other-host"
+        monkeypatch.setenv("KANSLI_DATA_DIR", str(other / "data"))
+        monkeypatch.setenv("KANSLI_HOST_ID", "other-host")
+        cli = subprocess.run(
+            [sys.executable, "-m", "shared.cli", "run", "sleeper", "-p", "seconds=0"],
+            cwd=kansli_env, env={**os.environ, "PYTHONPATH": str(REPO), **SAMPLE_ENV},
+            capture_output=True, text=True, timeout=60,
+        )
+        assert cli.returncode == 5, cli.stderr
+        assert "already running" in cli.stderr
+        assert not (other / "data" / "runs").exists() or not any((other / "data" / "runs").iterdir())
+    finally:
+        process.kill()
+        process.wait()
+    after = subprocess.run(
+        [sys.executable, "-m", "shared.cli", "run", "sleeper", "-p", "seconds=0"],
+        cwd=kansli_env, env={**os.environ, "PYTHONPATH": str(REPO), **SAMPLE_ENV},
+        capture_output=True, text=True, timeout=60,
+    )
+    assert after.returncode == 0, after.stderr  # the killed holder's lock went with its connection
+
+
 def test_wait_waits_for_the_running_run(kansli_env: Path, sample_runner: Runner) -> None:
     process, _ = _start_sleeper(kansli_env, seconds=1.5)
     started = time.monotonic()

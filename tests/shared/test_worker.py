@@ -1,0 +1,214 @@
+"""Several robot hosts on the real PostgreSQL: worker processes with host ids and data dirs of their own."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared.queue import WorkQueue
+from shared.store import Store
+from shared.testing import KANSLI, import_path, kansli
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+POSTGRES = pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+FINAL = {"succeeded", "failed", "partial", "skipped", "cancelled", "timeout", "interrupted"}
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = 120, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what or condition}")
+
+
+@dataclass
+class Cluster:
+    """Worker processes, each with its own host id and data dir; one shared log dir and database."""
+
+    root: Path
+    url: str
+    workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def env(self, host: str, **extra: str) -> dict[str, str]:
+        return {**os.environ, "PYTHONPATH": import_path(), "KANSLI_EXECUTION": "procrastinate",
+                "KANSLI_DATABASE_URL": self.url, "KANSLI_HOST_ID": host,
+                "KANSLI_DATA_DIR": str(self.root / host / "data"), "KANSLI_LOG_DIR": str(self.root / "log"),
+                "KANSLI_ROBOTS_PACKAGE": "tests.sample_robots", "KANSLI_CLUSTER__HEARTBEAT_S": "0.5",
+                "KANSLI_CLUSTER__HEARTBEAT_TIMEOUT_S": "5", **extra}
+
+    def start_worker(self, host: str, *args: str) -> subprocess.Popen[bytes]:
+        log = (self.root / f"{host}.log").open("ab")
+        process = subprocess.Popen([*KANSLI, "worker", "--log-level", "DEBUG", *args], env=self.env(host),
+                                   stdout=log, stderr=log, cwd=self.root, start_new_session=True)
+        self.workers[host] = process
+        wait_until(lambda: any(worker["host"] == host for worker in self.list_workers()), 60,
+                   f"worker {host} to heartbeat (log: {self.root / f'{host}.log'})")
+        return process
+
+    def cli(self, *args: str, host: str = "cli") -> subprocess.CompletedProcess[str]:
+        return kansli(*args, env=self.env(host), cwd=self.root)
+
+    def list_workers(self) -> list[dict[str, Any]]:
+        result = self.cli("workers", "--json")
+        return json.loads(result.stdout) if result.returncode == 0 and result.stdout.strip() else []
+
+    def queue(self, robot: str, **params: Any) -> str:
+        args = [f"--param={key}={value}" for key, value in params.items()]
+        result = self.cli("run", robot, "--queue-it", "--json", *args)
+        assert result.returncode == 0, result.stderr
+        return str(json.loads(result.stdout)["run_id"])
+
+    def store(self) -> Store:
+        return Store(self.url)
+
+    def wait_final(self, run_ids: list[str], timeout: float = 180) -> dict[str, Any]:
+        store = self.store()
+
+        def ended() -> dict[str, Any] | None:
+            records = {run_id: store.get_run(run_id) for run_id in run_ids}
+            if all(record is not None and record.status in FINAL for record in records.values()):
+                return records
+            return None
+
+        return wait_until(ended, timeout, f"runs {run_ids} to end")
+
+    def stop(self) -> None:
+        for process in self.workers.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.workers.values():
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@pytest.fixture
+def cluster(database_url: str, tmp_path: Path) -> Iterator[Cluster]:
+    made = Cluster(tmp_path, database_url)
+    try:
+        yield made
+    finally:
+        made.stop()
+
+
+def cases_by_key(path: Path) -> dict[str, int]:
+    with sqlite3.connect(path) as connection:
+        rows = connection.execute("SELECT referens, COUNT(*) FROM cases GROUP BY referens").fetchall()
+    return dict(rows)
+
+
+@POSTGRES
+def test_a_worker_serves_only_robots_whose_tags_it_has(cluster: Cluster) -> None:
+    refused = cluster.cli("worker", "--robots", "needs_browser", host="w0")
+    assert refused.returncode == 4
+    assert "needs_browser needs --tags chromium" in refused.stderr
+    cluster.start_worker("w1", "--robots", "stamp,needs_browser,counting")
+    run_id = cluster.queue("needs_browser")
+    assert cluster.queue("counting", count=2)  # served: the queue moves on
+    runs = json.loads(cluster.cli("runs", "--json").stdout)
+    waiting = {run["run_id"]: run.get("waiting") for run in runs}
+    assert waiting[run_id] == "waiting: no live worker serves needs_browser"
+    doctor = cluster.cli("doctor")
+    assert "run job(s) waiting for a robot no live worker serves: needs_browser" in doctor.stdout
+    cluster.start_worker("w2", "--robots", "needs_browser", "--tags", "chromium")
+    assert cluster.wait_final([run_id])[run_id].status == "succeeded"
+    hosts = {worker["host"]: worker for worker in cluster.list_workers()}
+    assert hosts["w2"]["tags"] == ["chromium"] and hosts["w1"]["robots"] == ["counting", "stamp"]
+
+
+@POSTGRES
+def test_runs_spread_over_workers_and_a_robot_never_overlaps_itself(cluster: Cluster, tmp_path: Path) -> None:
+    for host in ("w1", "w2", "w3"):
+        cluster.start_worker(host, "--robots", "stamp,drain")
+    log = tmp_path / "stamps.txt"
+    stamped = [cluster.queue("stamp", log=log, seconds=0.2) for _ in range(6)]
+    cases = tmp_path / "cases.db"
+    WorkQueue(cluster.store(), "bulk").enqueue_many((f"c{n:03d}", {"n": n}) for n in range(60))
+    drained = [cluster.queue("drain", cases=cases, delay=0.05) for _ in range(3)]
+    records = cluster.wait_final(stamped + drained)
+    assert {record.status for record in records.values()} == {"succeeded"}
+    spans: dict[str, list[float]] = {}
+    for line in log.read_text().splitlines():
+        kind, run_id, _host, moment = line.split()
+        spans.setdefault(run_id, []).append(float(moment))
+    ordered = sorted(spans.values())
+    assert len(ordered) == 6
+    assert all(earlier[1] <= later[0] for earlier, later in zip(ordered, ordered[1:], strict=False))
+    with sqlite3.connect(cases) as connection:
+        hosts = {row[0] for row in connection.execute("SELECT DISTINCT host FROM cases")}
+    assert set(cases_by_key(cases).values()) == {1} and len(cases_by_key(cases)) == 60
+    assert len(hosts) >= 2, hosts  # the queue's items were taken by runs on several hosts
+    assert {item.status for item in WorkQueue(cluster.store(), "bulk").items()} == {"done"}
+
+
+@POSTGRES
+def test_a_killed_worker_leaves_its_queue_to_another_host_each_key_done_once(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    cases, hold = tmp_path / "cases.db", tmp_path / "hold"
+    WorkQueue(cluster.store(), "bulk").enqueue_many((f"c{n:02d}", {"n": n}) for n in range(12))
+    hold.write_text("c04")
+    first = cluster.start_worker("w1", "--robots", "drain")
+    run_id = cluster.queue("drain", cases=cases, hold=hold)
+    wait_until(hold.with_suffix(".reached").exists, 120, "the run to reach item c04")
+    os.killpg(first.pid, signal.SIGKILL)  # the host dies: its worker and the run it was doing
+    first.wait()
+    hold.unlink()
+    cluster.start_worker("w2", "--robots", "drain")
+    store = cluster.store()
+    wait_until(lambda: {item.status for item in WorkQueue(store, "bulk").items()} == {"done"}, 180,
+               "another host to finish the queue")
+    assert cases_by_key(cases) == {f"c{n:02d}": 1 for n in range(12)}
+    killed = store.get_run(run_id)
+    assert killed is not None and killed.status == "interrupted"
+    finisher = [record for record in store.list_runs(robot="drain") if record.run_id != run_id]
+    assert finisher and finisher[0].status == "succeeded"
+    items = {item.key: item for item in store.list_items(finisher[0].run_id)}
+    assert items["c04"].outcome == "done"  # reconciled: found keyed, not keyed again
+
+
+def restart_postgresql() -> None:
+    version = sorted(path.name for path in Path("/etc/postgresql").iterdir())[-1]
+    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"], check=True,
+                   capture_output=True, timeout=120)
+    wait_until(lambda: subprocess.run(["pg_isready", "-h", "127.0.0.1", "-q"]).returncode == 0, 120,
+               "PostgreSQL to accept connections again")
+
+
+@POSTGRES
+@pytest.mark.skipif(not Path("/etc/postgresql").is_dir() or os.geteuid() != 0,
+                    reason="needs the local PostgreSQL cluster and root to restart it")
+def test_workers_survive_a_postgresql_restart_and_nothing_is_lost(cluster: Cluster, tmp_path: Path) -> None:
+    cases = tmp_path / "cases.db"
+    WorkQueue(cluster.store(), "bulk").enqueue_many((f"c{n:03d}", {"n": n}) for n in range(80))
+    for host in ("w1", "w2"):
+        cluster.start_worker(host, "--robots", "drain")
+    first = [cluster.queue("drain", cases=cases, delay=0.1) for _ in range(2)]
+    wait_until(lambda: cases.exists() and sum(cases_by_key(cases).values()) >= 10, 120, "items to be keyed")
+    restart_postgresql()
+    ended = cluster.wait_final(first, 240)
+    for record in ended.values():  # a true status: finished, or failed/interrupted saying why
+        assert record.status in ("succeeded", "failed", "interrupted"), record
+        assert record.status == "succeeded" or record.error
+    store = cluster.store()
+    wait_until(lambda: {w["host"] for w in cluster.list_workers()} == {"w1", "w2"}, 120,
+               "both workers to heartbeat again")
+    again = cluster.queue("drain", cases=cases)
+    assert cluster.wait_final([again], 240)[again].status == "succeeded"
+    assert {item.status for item in WorkQueue(store, "bulk").items(limit=1000)} == {"done"}
+    assert cases_by_key(cases) == {f"c{n:03d}": 1 for n in range(80)}
