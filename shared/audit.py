@@ -67,6 +67,7 @@ EVENT_TYPES = (
     "audit.anchor_mismatch", "run.scheduled", "run.shifted", "run.retry", "run.resubmit",
     "item.enqueued", "queue.enqueued", "items.skipped", "queue.retry", "queue.forget", "mail.filed",
     "file.downloaded", "file.uploaded",
+    "daemon.leading", "daemon.lost_lead",
 )
 LOCK_TIMEOUT = 60.0
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 if TYPE_CHECKING:
+    from shared.leader import Standby
     from shared.schedules import LoadedSchedules, Schedule
     from shared.settings import Settings
     from shared.store import Store
@@ -127,15 +128,30 @@ def list_schedules(
     from shared.scheduler import daemon_status
 
     status = daemon_status(store)
+    standbys = _standbys(settings, store)
     if as_json:
         from shared.cli import emit_json
 
         daemon = {**status.__dict__, "started_at": _iso(status.started_at),
                   "heartbeat_at": _iso(status.heartbeat_at)} if status else None
-        emit_json({"daemon": daemon, "schedules": rows, "problems": [str(p) for p in loaded.problems]})
+        emit_json({"daemon": daemon, "standbys": [standby.__dict__ for standby in standbys],
+                   "schedules": rows, "problems": [str(p) for p in loaded.problems]})
         return
-    _print_rows(rows, status.describe(utc=utc) if status else "not running", utc)
+    described = status.describe(utc=utc) if status else "not running"
+    for standby in standbys:
+        described += f"; standing by: pid {standby.pid} on {standby.host}"
+    _print_rows(rows, described, utc)
     _print_problems(loaded)
+
+
+def _standbys(settings: Settings, store: Store) -> list[Standby]:
+    """The scheduler daemons standing by (several on PostgreSQL; none on SQLite)."""
+    if store.dialect != "postgresql":
+        return []
+    from shared.leader import list_standbys
+    from shared.scheduler import HEARTBEAT_STALE
+
+    return list_standbys(store, max(HEARTBEAT_STALE, 3 * settings.cluster.leader_poll_s))
 
 
 def _rows(loaded: LoadedSchedules, store: Store) -> list[dict[str, Any]]:

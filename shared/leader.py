@@ -69,6 +69,7 @@ class Leadership:
         self.poll = poll
         self.term: str | None = None  # this daemon's current lead: a token of its own per lead
         self.since: str | None = None
+        self.waited = False  # the last acquire() stood by before it led
         self._connection: psycopg.Connection[Any] | None = None
         self._lost = threading.Event()
         self._released = threading.Event()
@@ -113,6 +114,7 @@ class Leadership:
         ``waiting()`` runs after every failed try (the standby's heartbeat) and names the leader.
         """
         said: str | None = None
+        self.waited = False
         while not stop.is_set():
             try:
                 if self._try_lock():
@@ -124,6 +126,7 @@ class Leadership:
             if news != said:
                 logger.info("{}", news)
                 said = news
+            self.waited = True
             stop.wait(self.poll)
         return False
 
@@ -227,6 +230,13 @@ def forget_standby(store: Store, host: str, pid: int) -> None:
         connection.execute(kv.delete().where(kv.c.name == standby_name(host, pid)))
 
 
+def forget_stale_standbys(store: Store, age_s: float) -> None:
+    """Drop the rows of standbys gone for ``age_s`` seconds (killed: they could not drop their own)."""
+    limit = (datetime.now(UTC) - timedelta(seconds=age_s)).isoformat(timespec="microseconds")
+    with store.engine.begin() as connection:
+        connection.execute(kv.delete().where(kv.c.name.startswith(STANDBY_PREFIX), kv.c.updated_at < limit))
+
+
 # -- fires: once per (schedule, planned time), whichever daemon leads ---------------------------------
 
 
@@ -268,29 +278,26 @@ class FireLedger:
 
     def claim(self, schedule_id: str, planned: datetime, run_id: str) -> Fire:
         """Claim the fire for ``run_id``: a new one, or one a previous leader claimed and never started."""
-        values = {"schedule_id": schedule_id, "planned": planned_key(planned), "host": self.host,
-                  "term": self.term, "run_id": run_id, "state": "claimed", "fired_at": utcnow()}
-        insert = self.store.insert(schedule_fires).on_conflict_do_nothing(
-            index_elements=["schedule_id", "planned"])
-        with self.store.engine.begin() as connection:
-            if connection.execute(insert, values).rowcount == 1:
-                return Fire(schedule_id, planned, run_id)
+        if self.record(schedule_id, planned, "claimed", run_id):
+            return Fire(schedule_id, planned, run_id)
+        with self.store.engine.connect() as connection:
             row = connection.execute(sa.select(schedule_fires).where(
                 schedule_fires.c.schedule_id == schedule_id,
-                schedule_fires.c.planned == values["planned"])).one()
+                schedule_fires.c.planned == planned_key(planned))).one()
         if (row.state == "claimed" and row.term != self.term
                 and self._take(schedule_id, row.planned, row.run_id, run_id)):
             return Fire(schedule_id, planned, run_id, taken_from=row.host)
         return Fire(schedule_id, planned, None, holder=row.host, state=row.state)
 
     def record(self, schedule_id: str, planned: datetime, state: str, run_id: str) -> bool:
-        """Record a fire that ends at once (``skipped``); False: some leader had this fire already."""
+        """Insert the fire in ``state`` (``claimed``; ``skipped``: it ends at once); False: some leader
+        had this fire already. (RETURNING: SQLAlchemy 2 keeps no rowcount of an INSERT.)"""
         values = {"schedule_id": schedule_id, "planned": planned_key(planned), "host": self.host,
                   "term": self.term, "run_id": run_id, "state": state, "fired_at": utcnow()}
         insert = self.store.insert(schedule_fires).on_conflict_do_nothing(
-            index_elements=["schedule_id", "planned"])
+            index_elements=["schedule_id", "planned"]).returning(schedule_fires.c.planned)
         with self.store.engine.begin() as connection:
-            return connection.execute(insert, values).rowcount == 1
+            return connection.execute(insert, values).first() is not None
 
     def _take(self, schedule_id: str, planned: str, old_run_id: str, run_id: str) -> bool:
         """Take over a claim another lead left unstarted (its leader died or lost the lead)."""

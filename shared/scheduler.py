@@ -73,6 +73,7 @@ from shared.leader import (
     Leadership,
     Orphan,
     fired,
+    forget_stale_standbys,
     forget_standby,
     planned_key,
     short_reason,
@@ -115,6 +116,7 @@ HEARTBEAT_STALE = 15.0
 CONTROL_INTERVAL = 0.5
 RETRY_STATUSES = ("failed", "interrupted")
 FIRES_KEPT = timedelta(days=7)
+STANDBYS_KEPT = 86400.0
 STDERR_TAIL = 2000
 
 _active_daemon: Daemon | None = None
@@ -597,7 +599,7 @@ class Daemon:
             self._ready.clear()
             try:
                 if not self._stop_event.is_set():
-                    self._lead(reload=terms > 0)
+                    self._lead(reload=terms > 0 or self.leadership.waited or self._sync_requested)
             except DATABASE_ERRORS as error:
                 logger.error("lost the database while leading ({}); standing by again", short_reason(error))
             finally:
@@ -625,10 +627,13 @@ class Daemon:
         self.owner = self._owner(self.leadership.since)
         self.store.set_meta(LEASE_NAME, self.owner)
         forget_standby(self.store, self.settings.host, os.getpid())
+        forget_stale_standbys(self.store, STANDBYS_KEPT)
         self.ledger = FireLedger(self.store, self.settings.host, self.leadership.term)
         self.leadership.watch(self._on_lost)
-        if reload and (loaded := self.load(initial=False)) is not None:
-            self.schedules = loaded.by_id()
+        if reload:  # the files may have changed while this daemon stood by
+            self._sync_requested = False
+            if (loaded := self.load(initial=False)) is not None:
+                self.schedules = loaded.by_id()
         reaped, adopted = self._recover()
         took_from = f"{previous.host} (pid {previous.pid})" if previous and previous.pid != os.getpid() \
             else None
@@ -759,7 +764,10 @@ class Daemon:
             return
         self.scheduler.add_job(control_tick, "interval", seconds=CONTROL_INTERVAL, id="kansli-control",
                                jobstore="control", executor="control", misfire_grace_time=None)
-        self._take_over_fires()
+        try:
+            self._take_over_fires()
+        except Exception as error:  # noqa: BLE001 - the schedules go on; the orphans wait for the next lead
+            logger.opt(exception=error).error("could not take over the fires of a previous leader")
         logger.info("scheduler started with {} schedule(s) from {}", len(self.schedules),
                     self.settings.schedules_dir)
         self._ready.set()
@@ -1183,25 +1191,27 @@ class Daemon:
     def _enqueue(
         self, schedule: Schedule, planned: datetime | None, fire: Fire | None, request_id: int | None
     ) -> None:
-        """``KANSLI_EXECUTION=procrastinate``: the run is a job for the workers, not a process here."""
+        """``KANSLI_EXECUTION=procrastinate``: the run is a job for the workers, not a process here.
+        The schedule's queueing lock keeps it from piling up copies waiting for a worker."""
         from shared.execution import enqueue_run
 
+        run_id = fire.run_id if fire is not None and fire.run_id else new_run_id()
         if fire is not None and not self._settle(fire, "started"):
-            return
-        run_id = enqueue_run(self.settings, schedule.robot, schedule.params, trigger=f"schedule:{schedule.id}",
-                             queueing_lock=f"schedule:{schedule.id}", schedule_timeout=schedule.timeout,
-                             retries=schedule.retries)
-        if fire is not None and self.ledger is not None:
-            self.ledger.set_run(schedule.id, fire.planned, run_id or fire.run_id or "",
-                                state="started" if run_id else "skipped")
-        if run_id is None:
-            logger.warning("schedule {}: not enqueued: a run of it still waits for a worker", schedule.id)
             return
         if planned is not None:
             self._record_scheduled(schedule, run_id, planned, fire)
+        trigger = f"schedule:{schedule.id}"
+        queued = enqueue_run(self.settings, schedule.robot, schedule.params, trigger=trigger,
+                             queueing_lock=trigger, schedule_timeout=schedule.timeout,
+                             retries=schedule.retries, retry_backoff=schedule.retry_backoff, run_id=run_id,
+                             store=self.store)
+        if queued is None:  # recorded skipped: a run of it still waits for a worker
+            if fire is not None and self.ledger is not None:
+                self.ledger.set_run(schedule.id, fire.planned, run_id, state="skipped")
+            return
         late = (datetime.now(UTC) - planned).total_seconds() * 1000 if planned else 0.0
-        logger.info("schedule {}: run {} enqueued, planned {}, late by {:.1f} ms", schedule.id, run_id,
-                    planned.isoformat() if planned else "now (request)", late)
+        logger.info("schedule {}: run {} queued for the workers, planned {}, late by {:.1f} ms", schedule.id,
+                    run_id, planned.isoformat() if planned else "now (request or retry)", late)
         if request_id is not None:
             record_action(self.store, "schedule.trigger.started", schedule.id,
                           {"request_id": request_id, "run_id": run_id})
@@ -1280,6 +1290,9 @@ class Daemon:
             self.scheduler.pause()
         except SchedulerNotRunningError:
             pass
+        if self.leadership is not None and self.leadership.leading:
+            logger.info("handing the lead over to a standby, if any (the runs of this one go on here)")
+            self.leadership.release()
         self._stop_deadline = time.monotonic() + grace
         limit = self._stop_deadline + self.options.kill_grace * 2 + 5
         while self.running_count() and time.monotonic() < limit:
@@ -1295,8 +1308,10 @@ class _InterceptHandler(logging.Handler):
     """Route APScheduler's standard-library warnings to loguru (and so through redaction)."""
 
     def emit(self, record: logging.LogRecord) -> None:
+        error = record.exc_info[1] if record.exc_info else None
+        cause = f": {type(error).__name__}: {error}" if error is not None else ""
         logger.opt(depth=1).log(record.levelname if record.levelno >= 30 else "DEBUG",
-                                "apscheduler: {}", record.getMessage())
+                                "apscheduler: {}{}", record.getMessage(), cause)
 
 
 def run_daemon(settings: Settings, options: DaemonOptions, store: Store | None = None) -> int:

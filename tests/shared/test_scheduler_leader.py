@@ -1,0 +1,273 @@
+"""Several scheduler daemons on one PostgreSQL database: one leads, the others stand by.
+
+Real daemons as subprocesses, real runs, a real PostgreSQL (``KANSLI_TEST_POSTGRES_URL``); the fire
+ledger (``kansli_schedule_fires``) also on SQLite, where one daemon runs alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from shared.audit import AuditLog
+from shared.leader import LEADER_KEY, planned_key
+from shared.scheduler import daemon_status
+from shared.settings import load_settings
+from shared.store import list_operator_actions, save_schedule_states, schedule_fires
+from tests.conftest import KANSLI, kansli
+from tests.shared.test_scheduler import Daemons, wait_until
+
+pytestmark = pytest.mark.slow
+
+POLL = 1.0
+#: A takeover: the standby's next poll, then its start as leader, on a loaded 2-core machine.
+TAKEOVER_WAIT = POLL + 45.0
+
+
+class Cluster(Daemons):
+    """Daemons with host ids of their own, polling for the lead every second."""
+
+    def __init__(self, work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        super().__init__(work, monkeypatch)
+        self.env["KANSLI_CLUSTER__LEADER_POLL_S"] = str(POLL)
+
+    def start_host(self, host: str) -> subprocess.Popen[str]:
+        shared_env = self.env
+        self.env = {**shared_env, "KANSLI_HOST_ID": host}
+        try:
+            return self.start(wait=False)
+        finally:
+            self.env = shared_env
+
+    def leader_pid(self) -> int | None:
+        return self.alive_pid()
+
+    def fires(self) -> list[Any]:
+        with self.store.engine.connect() as connection:
+            return list(connection.execute(sa.select(schedule_fires).order_by(schedule_fires.c.planned)))
+
+    def fired_by(self, host: str) -> list[Any]:
+        return [row for row in self.fires() if row.host == host and row.state == "started"]
+
+    def ended(self, schedule_id: str) -> bool:
+        return all(run.status != "running" for run in self.runs(schedule_id))
+
+
+@pytest.fixture
+def cluster(database_url: str, kansli_env: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster]:
+    helper = Cluster(kansli_env, monkeypatch)
+    try:
+        yield helper
+    finally:
+        helper.cleanup()
+
+
+def scheduled(schedule_id: str) -> list[dict[str, Any]]:
+    trail = AuditLog.from_settings(load_settings())
+    return [e for e in trail.search(event="run.scheduled") if e["data"]["schedule"] == schedule_id]
+
+
+def assert_each_fire_once(
+    cluster: Cluster, schedule_id: str, before: datetime, restarted: bool = False
+) -> None:
+    """Every fire planned before ``before`` ended one way, and each run ran one planned time once
+    (``restarted``: runs may have failed while the database was down)."""
+    rows = [row for row in cluster.fires() if datetime.fromisoformat(row.planned) < before]
+    assert not [row for row in rows if row.state == "claimed"], "a claimed fire was never run"
+    runs = {run.run_id: run for run in cluster.runs(schedule_id)}
+    started = [row for row in rows if row.state == "started"]
+    for row in started:
+        status = runs[row.run_id].status
+        assert status == "succeeded" or (restarted and status not in ("running", "queued")), row
+    events = scheduled(schedule_id)
+    planned = Counter(event["data"]["planned"] for event in events)
+    assert [key for key, count in planned.items() if count > 1] == [], "a planned time fired twice"
+    by_run = {event["run_id"]: event for event in events}
+    for row in started:
+        event = by_run[row.run_id]
+        assert datetime.fromisoformat(event["data"]["planned"]) == datetime.fromisoformat(row.planned)
+        assert event["data"]["host"] == row.host
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_one_daemon_leads_and_the_standby_takes_over_when_it_is_killed(cluster: Cluster) -> None:
+    marker = cluster.work / "ticks.txt"
+    cluster.write(f'[[schedule]]\nid = "tick"\nrobot = "ticker"\nevery = "3s"\nmisfire_grace = "60s"\n'
+                  f'params = {{ marker = "{marker}" }}\n')
+    first = cluster.start_host("host-a")
+    wait_until(lambda: cluster.leader_pid() == first.pid, timeout=60, what="host-a to lead")
+    second = cluster.start_host("host-b")
+    wait_until(lambda: f"standing by: host-a (pid {first.pid}) leads" in cluster.log(1), timeout=60,
+               what="host-b to stand by")
+    listing = json.loads(kansli("schedules", "--json", env=cluster.env, cwd=cluster.work).stdout)
+    assert listing["daemon"]["host"] == "host-a" and listing["daemon"]["leading_since"]
+    assert [(s["host"], s["pid"]) for s in listing["standbys"]] == [("host-b", second.pid)]
+    text = kansli("schedules", env={**cluster.env, "COLUMNS": "250"}, cwd=cluster.work).stdout
+    assert "on host-a" in text and f"standing by: pid {second.pid} on host-b" in text
+    wait_until(lambda: len(cluster.fired_by("host-a")) >= 2, timeout=60, what="two fires of host-a")
+    first.kill()  # SIGKILL: its connection, and so its lock, dies with it
+    first.wait()
+    wait_until(lambda: cluster.leader_pid() == second.pid, timeout=TAKEOVER_WAIT, what="host-b to lead")
+    wait_until(lambda: len(cluster.fired_by("host-b")) >= 3, timeout=60, what="three fires of host-b")
+    wait_until(lambda: cluster.ended("tick"), timeout=60, what="the runs to end")
+    stopping = datetime.now(UTC)
+    assert cluster.stop(second) == 0
+    assert_each_fire_once(cluster, "tick", stopping)
+    lines = marker.read_text().split("\n")[:-1]
+    assert len(lines) == len({line.split()[0] for line in lines}) == len(
+        [run for run in cluster.runs("tick") if run.status == "succeeded"])
+    leads = [a.details for a in reversed(list_operator_actions(cluster.store)) if a.action == "daemon.lead"]
+    assert [lead["host"] for lead in leads] == ["host-a", "host-b"]
+    assert leads[-1]["previous"] == f"host-a (pid {first.pid})"
+    assert f"leading the schedulers of this database as host-b (pid {second.pid}), after host-a" \
+        in cluster.log(1)
+
+
+def claim_as_dead_leader(
+    cluster: Cluster, schedule_id: str, planned: datetime, state: str = "claimed"
+) -> None:
+    """The row a leader leaves when it dies after claiming a fire (and before starting it)."""
+    with cluster.store.engine.begin() as connection:
+        connection.execute(schedule_fires.insert().values(
+            schedule_id=schedule_id, planned=planned_key(planned), host="host-dead", term="host-dead:0",
+            run_id=f"dead-{schedule_id}", state=state, fired_at=planned_key(planned)))
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
+def test_a_fire_a_dead_leader_claimed_is_run_once_within_its_grace(cluster: Cluster) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    recent, old = now - timedelta(seconds=5), now - timedelta(minutes=5)
+    once = '[[schedule]]\nid = "{}"\nrobot = "ticker"\nat = "{}"\nmisfire_grace = "{}"\n\n'
+    cluster.write("".join(once.format(name, at.isoformat(), grace) for name, at, grace in (
+        ("orphan", recent, "1h"), ("too-late", old, "1m"), ("done", recent, "1h"))))
+    # the dead leader had synced these schedules and APScheduler had dropped the one-off jobs
+    from shared.registry import discover
+    from shared.schedules import load_schedules
+
+    schedules = load_schedules(cluster.folder, discover("tests.sample_robots")).by_id()
+    save_schedule_states(cluster.store, [(s.id, s.robot, s.fingerprint()) for s in schedules.values()])
+    claim_as_dead_leader(cluster, "orphan", recent)
+    claim_as_dead_leader(cluster, "too-late", old)
+    claim_as_dead_leader(cluster, "done", recent, state="started")
+    daemon = cluster.start_host("host-new")
+    wait_until(lambda: cluster.runs("orphan") and cluster.ended("orphan") and cluster.runs("too-late"),
+               timeout=60, what="the orphan's run and the late one's record")
+    assert cluster.stop(daemon) == 0
+    [run] = cluster.runs("orphan")
+    assert run.status == "succeeded"
+    [event] = scheduled("orphan")
+    assert event["run_id"] == run.run_id and event["data"]["planned"] == recent.isoformat()
+    assert event["data"]["host"] == "host-new" and event["data"]["taken_over_from"] == "host-dead"
+    [missed] = cluster.runs("too-late")
+    assert missed.status == "missed"
+    assert "claimed by host-dead, which did not start it" in (missed.error or "")
+    assert cluster.runs("done") == [] and scheduled("done") == []
+    rows = {row.schedule_id: row for row in cluster.fires()}
+    assert (rows["orphan"].state, rows["orphan"].host, rows["orphan"].run_id) == ("started", "host-new",
+                                                                                  run.run_id)
+    assert (rows["too-late"].state, rows["too-late"].run_id) == ("missed", missed.run_id)
+    assert rows["done"].state == "started" and rows["done"].host == "host-dead"
+    assert "was claimed by host-dead, which never started it; this leader runs it" in cluster.log()
+
+
+def postgres_cluster() -> tuple[str, str] | None:
+    """The local PostgreSQL cluster (version, name) this test may restart, if any."""
+    if shutil.which("pg_ctlcluster") is None or os.geteuid() != 0 or not Path("/etc/postgresql").is_dir():
+        return None
+    for version in sorted(Path("/etc/postgresql").iterdir(), reverse=True):
+        if (version / "main").is_dir():
+            return version.name, "main"
+    return None
+
+
+def accepting() -> bool:
+    return subprocess.run(["pg_isready", "-q", "-h", "127.0.0.1"], check=False).returncode == 0
+
+
+def lock_holders(cluster: Cluster) -> int:
+    classid, objid = (LEADER_KEY >> 32) & 0xFFFFFFFF, LEADER_KEY & 0xFFFFFFFF
+    with cluster.store.engine.connect() as connection:
+        return int(connection.execute(sa.text(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = :c "
+            "AND objid = :o AND objsubid = 1"), {"c": classid, "o": objid}).scalar_one())
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_the_schedulers_reconnect_after_a_postgresql_restart(cluster: Cluster) -> None:
+    """Restarts the machine's PostgreSQL (other tests on it see their connections drop): slow, rare."""
+    found = postgres_cluster()
+    if found is None:
+        pytest.skip("needs root and a local pg_ctlcluster cluster to restart")
+    cluster.write('[[schedule]]\nid = "tick"\nrobot = "ticker"\nevery = "3s"\nmisfire_grace = "60s"\n')
+    first = cluster.start_host("host-a")
+    wait_until(lambda: cluster.leader_pid() == first.pid, timeout=60, what="host-a to lead")
+    second = cluster.start_host("host-b")
+    wait_until(lambda: "standing by: host-a" in cluster.log(1), timeout=60, what="host-b to stand by")
+    wait_until(lambda: len(cluster.fired_by("host-a")) >= 2, timeout=60, what="two fires")
+    subprocess.run(["pg_ctlcluster", *found, "restart"], check=True, timeout=120)
+    restarted = datetime.now(UTC)
+    wait_until(accepting, timeout=120, what="PostgreSQL to accept connections")
+    wait_until(lambda: "LOST the lead of the schedulers" in cluster.log(0), timeout=60,
+               what="the leader to notice")
+
+    def fired_after_restart() -> int:
+        try:
+            return len([row for row in cluster.fires() if row.state == "started"
+                        and datetime.fromisoformat(row.fired_at) > restarted])
+        except sa.exc.OperationalError:
+            return 0  # the test's own pool meets the restart too
+
+    wait_until(lambda: fired_after_restart() >= 2, timeout=120, what="fires after the restart")
+    assert lock_holders(cluster) == 1
+    status = daemon_status(cluster.store)
+    assert status is not None and status.alive and status.pid in (first.pid, second.pid)
+    wait_until(lambda: cluster.ended("tick"), timeout=60, what="the runs to end")
+    stopping = datetime.now(UTC)
+    assert cluster.stop(first) == 0 and cluster.stop(second) == 0
+    assert_each_fire_once(cluster, "tick", stopping - timedelta(seconds=1), restarted=True)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_with_procrastinate_the_leader_queues_its_fires_for_the_workers(cluster: Cluster) -> None:
+    """KANSLI_EXECUTION=procrastinate: a fire is a job a worker runs; a takeover queues none twice."""
+    marker = cluster.work / "ticks.txt"
+    cluster.env["KANSLI_EXECUTION"] = "procrastinate"
+    cluster.write(f'[[schedule]]\nid = "tick"\nrobot = "ticker"\nevery = "3s"\nmisfire_grace = "60s"\n'
+                  f'params = {{ marker = "{marker}" }}\n')
+    worker_log = (cluster.work / "worker.log").open("w")
+    worker = subprocess.Popen([*KANSLI, "worker", "--robots", "ticker", "--stop-grace", "5"],
+                              env={**cluster.env, "KANSLI_HOST_ID": "worker-1",
+                                   "KANSLI_DATA_DIR": str(cluster.work / "worker-data")},
+                              cwd=cluster.work, stdout=worker_log, stderr=worker_log, text=True)
+    cluster.processes.append(worker)
+    first = cluster.start_host("host-a")
+    wait_until(lambda: cluster.leader_pid() == first.pid, timeout=60, what="host-a to lead")
+    second = cluster.start_host("host-b")
+    wait_until(lambda: len(cluster.fired_by("host-a")) >= 2, timeout=90, what="two fires of host-a")
+    first.kill()
+    first.wait()
+    wait_until(lambda: cluster.leader_pid() == second.pid, timeout=TAKEOVER_WAIT, what="host-b to lead")
+    wait_until(lambda: len(cluster.fired_by("host-b")) >= 2, timeout=90, what="two fires of host-b")
+    stopping = datetime.now(UTC)
+    assert cluster.stop(second) == 0
+    wait_until(lambda: all(run.status not in ("running", "queued") for run in cluster.runs("tick")),
+               timeout=120, what="the worker to run the queued runs")
+    worker.terminate()
+    worker.wait(timeout=60)
+    assert "queued for the workers" in cluster.log(0) and "queued for the workers" in cluster.log(1)
+    assert_each_fire_once(cluster, "tick", stopping)
+    ran = [run for run in cluster.runs("tick") if run.status == "succeeded"]
+    assert len(marker.read_text().splitlines()) == len(ran) >= 4
