@@ -1085,13 +1085,16 @@ class Daemon:
     def _take_over(self, schedule: Schedule, orphan: Orphan, now: datetime) -> None:
         assert self.ledger is not None
         job = self.scheduler.get_job(schedule.id, "default")
-        fire = Fire(schedule.id, orphan.planned, orphan.run_id)
-        if job is not None and (job.next_run_time is None or job.next_run_time <= now):
+        due = job._get_run_times(now) if job is not None and job.next_run_time is not None else []
+        if due and due[-1] == orphan.planned:
+            return  # the job is due at that very time: its claim takes the fire over (a claim in place)
+        if job is not None and (job.next_run_time is None or (due and due[-1] > orphan.planned)):
             # paused; or a later fire of it is due now, and the missed ones coalesce into it
-            if self._settle(fire, "coalesced" if job.next_run_time else "paused"):
+            if self._settle(Fire(schedule.id, orphan.planned, orphan.run_id),
+                            "coalesced" if due else "paused"):
                 logger.info("schedule {}: its run planned for {} (claimed by {}, never started) is "
                             "{}", schedule.id, orphan.planned.isoformat(), orphan.host,
-                            "coalesced into the one due now" if job.next_run_time else "not run: paused")
+                            "coalesced into the one due now" if due else "not run: paused")
             return
         run_id = new_run_id()
         if (now - orphan.planned).total_seconds() > schedule.misfire_grace:

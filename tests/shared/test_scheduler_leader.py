@@ -148,21 +148,29 @@ def claim_as_dead_leader(
 def test_a_fire_a_dead_leader_claimed_is_run_once_within_its_grace(cluster: Cluster) -> None:
     now = datetime.now(UTC).replace(microsecond=0)
     recent, old = now - timedelta(seconds=5), now - timedelta(minutes=5)
-    once = '[[schedule]]\nid = "{}"\nrobot = "ticker"\nat = "{}"\nmisfire_grace = "{}"\n\n'
-    cluster.write("".join(once.format(name, at.isoformat(), grace) for name, at, grace in (
-        ("orphan", recent, "1h"), ("too-late", old, "1m"), ("done", recent, "1h"))))
-    # the dead leader had synced these schedules and APScheduler had dropped the one-off jobs
+    once = '[[schedule]]\nid = "{}"\nrobot = "{}"\nat = "{}"\nmisfire_grace = "{}"\n\n'
+    cluster.write("".join(once.format(name, robot, at.isoformat(), grace) for name, robot, at, grace in (
+        ("orphan", "ticker", recent, "1h"), ("too-late", "ticker", old, "1m"),
+        ("done", "ticker", recent, "1h"), ("in-place", "counting", recent, "1h")))  # robots of their own:
+        # no run of them is skipped by another's robot lock
+        + '[[schedule]]\nid = "often"\nrobot = "sleeper"\nevery = "5s"\nmisfire_grace = "1h"\n'
+        'params = { seconds = 0 }\n')
+    # the dead leader had synced these schedules and APScheduler had dropped the one-off jobs; it died
+    # before it moved the job of "in-place" on, and "often" on to a time now past
     from shared.registry import discover
     from shared.schedules import load_schedules
 
     schedules = load_schedules(cluster.folder, discover("tests.sample_robots")).by_id()
-    save_schedule_states(cluster.store, [(s.id, s.robot, s.fingerprint()) for s in schedules.values()])
-    claim_as_dead_leader(cluster, "orphan", recent)
-    claim_as_dead_leader(cluster, "too-late", old)
+    save_schedule_states(cluster.store, [(s.id, s.robot, s.fingerprint()) for s in schedules.values()
+                                         if s.id != "in-place"])
+    often = now - timedelta(seconds=12)
+    store_job(cluster, "often", schedules["often"].trigger(), often)
+    for name, planned in (("orphan", recent), ("too-late", old), ("in-place", recent), ("often", often)):
+        claim_as_dead_leader(cluster, name, planned)
     claim_as_dead_leader(cluster, "done", recent, state="started")
     daemon = cluster.start_host("host-new")
-    wait_until(lambda: cluster.runs("orphan") and cluster.ended("orphan") and cluster.runs("too-late"),
-               timeout=60, what="the orphan's run and the late one's record")
+    wait_until(lambda: all(cluster.runs(name) and cluster.ended(name) for name in (
+        "orphan", "too-late", "in-place", "often")), timeout=60, what="the runs and the late one's record")
     assert cluster.stop(daemon) == 0
     [run] = cluster.runs("orphan")
     assert run.status == "succeeded"
@@ -179,6 +187,30 @@ def test_a_fire_a_dead_leader_claimed_is_run_once_within_its_grace(cluster: Clus
     assert (rows["too-late"].state, rows["too-late"].run_id) == ("missed", missed.run_id)
     assert rows["done"].state == "started" and rows["done"].host == "host-dead"
     assert "was claimed by host-dead, which never started it; this leader runs it" in cluster.log()
+    [in_place] = cluster.runs("in-place")
+    assert (rows["in-place"].state, rows["in-place"].run_id) == ("started", in_place.run_id)
+    assert scheduled("in-place")[0]["data"]["taken_over_from"] == "host-dead"
+    # "often" missed its fires of 12, 7 and 2 s ago: one run, of the latest; the orphan coalesced into it
+    often_rows = [row for row in cluster.fires() if row.schedule_id == "often"]
+    assert often_rows[0].planned == planned_key(often) and often_rows[0].state == "coalesced"
+    assert scheduled("often")[0]["data"]["planned"] > often.isoformat()
+    assert scheduled("often")[0]["run_id"] in {run.run_id for run in cluster.runs("often")}
+
+
+def store_job(cluster: Cluster, schedule_id: str, trigger: Any, next_run: datetime) -> None:
+    """A job in the APScheduler job store as a previous daemon left it."""
+    from apscheduler.job import Job
+    from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+    from apscheduler.schedulers.blocking import BlockingScheduler
+
+    from shared.scheduler import JOBS_TABLE, fire_schedule
+
+    jobstore = SQLAlchemyJobStore(engine=cluster.store.engine, tablename=JOBS_TABLE)
+    scheduler = BlockingScheduler(timezone=UTC)
+    jobstore.start(scheduler, "default")
+    jobstore.add_job(Job(scheduler, id=schedule_id, func=fire_schedule, args=[schedule_id], kwargs={},
+                         trigger=trigger, executor="default", name=schedule_id, misfire_grace_time=3600,
+                         coalesce=True, max_instances=1, next_run_time=next_run))
 
 
 def postgres_cluster() -> tuple[str, str] | None:
