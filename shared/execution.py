@@ -154,9 +154,9 @@ def enqueue_run(
     spec = get_robot(robot, settings.robots_package)
     validated = spec.validate(params or {})
     store = store or open_store(settings.effective_database_url)
-    job = RunJob(robot=spec.name, params=validated.model_dump(mode="json"), trigger=trigger,
-                 run_id=run_id or new_run_id(), timeout=schedule_timeout, rerun_all=rerun_all,
-                 retries=retries, retry_backoff=retry_backoff)
+    given = validated.model_dump(mode="json", exclude_unset=True)  # defaults stay the robot's
+    job = RunJob(robot=spec.name, params=given, trigger=trigger, run_id=run_id or new_run_id(),
+                 timeout=schedule_timeout, rerun_all=rerun_all, retries=retries, retry_backoff=retry_backoff)
     record = RunRecord(run_id=job.run_id, robot=spec.name, params=_public_params(validated),
                        trigger=trigger, actor=current_actor(), status="queued", started_at=utcnow())
     store.create_run(record)

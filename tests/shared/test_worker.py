@@ -40,16 +40,18 @@ class Cluster:
 
     root: Path
     url: str
+    robots_package: str = "tests.sample_robots"
     workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def env(self, host: str, **extra: str) -> dict[str, str]:
         return {**os.environ, "PYTHONPATH": import_path(), "KANSLI_EXECUTION": "procrastinate",
                 "KANSLI_DATABASE_URL": self.url, "KANSLI_HOST_ID": host,
                 "KANSLI_DATA_DIR": str(self.root / host / "data"), "KANSLI_LOG_DIR": str(self.root / "log"),
-                "KANSLI_ROBOTS_PACKAGE": "tests.sample_robots", "KANSLI_CLUSTER__HEARTBEAT_S": "0.5",
+                "KANSLI_ROBOTS_PACKAGE": self.robots_package, "KANSLI_CLUSTER__HEARTBEAT_S": "0.5",
                 "KANSLI_CLUSTER__HEARTBEAT_TIMEOUT_S": "5", **extra}
 
     def start_worker(self, host: str, *args: str) -> subprocess.Popen[bytes]:
+        self.root.mkdir(parents=True, exist_ok=True)
         log = (self.root / f"{host}.log").open("ab")
         process = subprocess.Popen([*KANSLI, "worker", "--log-level", "DEBUG", *args], env=self.env(host),
                                    stdout=log, stderr=log, cwd=self.root, start_new_session=True)
@@ -70,6 +72,16 @@ class Cluster:
         result = self.cli("run", robot, "--queue-it", "--json", *args)
         assert result.returncode == 0, result.stderr
         return str(json.loads(result.stdout)["run_id"])
+
+    def host_of(self, run_id: str) -> str:
+        """The host whose worker took the run."""
+        import sqlalchemy as sa
+
+        from shared.store import cluster_runs
+
+        with self.store().engine.connect() as connection:
+            return str(connection.execute(sa.select(cluster_runs.c.host)
+                                          .where(cluster_runs.c.run_id == run_id)).scalar())
 
     def store(self) -> Store:
         return Store(self.url)
