@@ -61,6 +61,7 @@ from shared.logs import run_sinks
 from shared.queue import WorkQueue
 from shared.redaction import redact_value
 from shared.registry import RobotParams, RobotSpec, discover, get_robot
+from shared.run_files import is_local, store_run_files
 from shared.settings import Settings, get_settings
 from shared.store import RunRecord, Store, item_counts, open_store, utcnow
 
@@ -549,6 +550,7 @@ class Runner:
             record = self._close(run, error)
             logger.info("run {} ended {}", run.run_id, record.status)
             self._write_report(run)
+        store_run_files(self.store, run.run_id, run.run_dir, self.settings.host)  # for other hosts
         if isinstance(error, ConfigError):
             raise error  # recorded as failed; the caller still sees a configuration problem (exit 4)
         return record
@@ -605,7 +607,11 @@ class Runner:
         return closed
 
     def close_in_audit(self, run_id: str, cause: str) -> None:
-        """:func:`audit_closed_run`, logged and never fatal (the run history is already right)."""
+        """:func:`audit_closed_run`, logged and never fatal (the run history is already right); the
+        run's files go to the database too (PostgreSQL) when its folder is on this host."""
+        record = self.store.get_run(run_id)
+        if record is not None and is_local(record):
+            store_run_files(self.store, run_id, record.run_dir, self.settings.host)
         try:
             recovered = audit_closed_run(self.audit_log, self.store, run_id, cause)
         except KansliError as failure:

@@ -68,6 +68,19 @@ run_items = sa.Table(
     sa.Column("note", sa.Text),
 )
 
+#: A finished run's files (``log.jsonl``, ``log.txt``, ``report.html``), gzip-compressed, stored at its
+#: end on PostgreSQL so any host can show them (shared.run_files); ``size``: bytes before compression.
+run_files = sa.Table(
+    "kansli_run_files",
+    metadata,
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("host", sa.String(256), nullable=False),
+    sa.Column("content", sa.LargeBinary, nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("stored_at", sa.String(40), nullable=False, index=True),
+)
+
 #: The version-1 item ledger (robot, input batch, key): read once by the migration to version 2.
 legacy_ledger = sa.Table(
     "kansli_item_ledger",
