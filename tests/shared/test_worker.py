@@ -73,6 +73,18 @@ class Cluster:
         assert result.returncode == 0, result.stderr
         return str(json.loads(result.stdout)["run_id"])
 
+    def enqueue(self, robot: str, params: dict[str, Any], **options: Any) -> str:
+        """Queue a run through the Python API (the scheduler's way: timeout, retries)."""
+        from shared.execution import enqueue_run
+        from shared.settings import load_settings
+
+        settings = load_settings(database_url=self.url, execution="procrastinate",
+                                 robots_package=self.robots_package, data_dir=self.root / "api" / "data",
+                                 log_dir=self.root / "log")
+        run_id = enqueue_run(settings, robot, params, **options)
+        assert run_id is not None
+        return run_id
+
     def host_of(self, run_id: str) -> str:
         """The host whose worker took the run."""
         import sqlalchemy as sa
@@ -224,3 +236,26 @@ def test_workers_survive_a_postgresql_restart_and_nothing_is_lost(cluster: Clust
     assert cluster.wait_final([again], 240)[again].status == "succeeded"
     assert {item.status for item in WorkQueue(store, "bulk").items(limit=1000)} == {"done"}
     assert cases_by_key(cases) == {f"c{n:03d}": 1 for n in range(80)}
+
+
+@POSTGRES
+def test_a_worker_kills_a_run_at_its_timeout_and_retries_a_failed_one(cluster: Cluster, tmp_path: Path) -> None:
+    import psutil
+
+    cluster.start_worker("w1", "--robots", "sleeper,crashing")
+    ready = tmp_path / "ready"
+    timed = cluster.enqueue("sleeper", {"seconds": 300, "ready": str(ready)}, schedule_timeout=3)
+    store = cluster.store()
+    # "cancelled" first (the run's own SIGTERM handler), then the worker's verdict
+    record = wait_until(lambda: (r := store.get_run(timed)) is not None and r.status == "timeout" and r, 120,
+                        "the run to be recorded timed out")
+    assert "timed out after 3 s" in (record.error or "")
+    wait_until(lambda: not psutil.pid_exists(int(ready.read_text())), 60, "the run's process to be gone")
+    first = cluster.enqueue("crashing", {"message": "nere"}, trigger="schedule:natt", retries=1,
+                            retry_backoff=0.1)
+    tried = wait_until(lambda: [r for r in store.list_runs(robot="crashing") if r.status in FINAL]
+                       if len([r for r in store.list_runs(robot="crashing") if r.status in FINAL]) == 2
+                       else None, 120, "the run and its retry")
+    assert {r.status for r in tried} == {"failed"} and {r.trigger for r in tried} == {"schedule:natt"}
+    assert first in {r.run_id for r in tried}
+    assert [r.run_id for r in store.list_runs(robot="crashing")] == [r.run_id for r in tried]  # no third
