@@ -239,7 +239,9 @@ def test_workers_survive_a_postgresql_restart_and_nothing_is_lost(cluster: Clust
 
 
 @POSTGRES
-def test_a_worker_kills_a_run_at_its_timeout_and_retries_a_failed_one(cluster: Cluster, tmp_path: Path) -> None:
+def test_a_worker_kills_a_run_at_its_timeout_and_retries_a_failed_one(
+    cluster: Cluster, tmp_path: Path
+) -> None:
     import psutil
 
     cluster.start_worker("w1", "--robots", "sleeper,crashing")
