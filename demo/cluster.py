@@ -84,8 +84,9 @@ class Cluster:
 
     def start(self, host: str, *args: str) -> None:
         log = (WORK / f"{host}.log").open("ab")
-        self.processes.append(subprocess.Popen([sys.executable, "-m", "shared.cli", *args], env=self.env(host),
-                                               stdout=log, stderr=log, start_new_session=True))
+        command = [sys.executable, "-m", "shared.cli", *args]
+        self.processes.append(subprocess.Popen(command, env=self.env(host), stdout=log, stderr=log,
+                                               start_new_session=True))
 
     def cli(self, *args: str, host: str = "operator") -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "shared.cli", *args], env=self.env(host),
@@ -151,7 +152,8 @@ def main() -> int:
     (WORK / "schedules").mkdir(parents=True)
     (WORK / "schedules" / "cluster.toml").write_text(
         SCHEDULE.format(root=Path.cwd(), work=WORK), encoding="utf-8")
-    admin_url = os.environ.get("KANSLI_DEMO_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+    admin_url = os.environ.get("KANSLI_DEMO_POSTGRES_URL",
+                               "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
     url = fresh_database(admin_url)
     say(f"PostgreSQL database {DATABASE}; processes' logs in {WORK}")
     config = SiteConfig(db_path=WORK / "eservice.db", username="handlaggare", password="demo-lösenord-2026")
