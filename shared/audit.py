@@ -402,7 +402,7 @@ class AuditLog:
             chain_directory(settings.log_dir / "audit", chain),
             key=audit.key.get_secret_value() if audit.key else None,
             pseudonym_key=(audit.pseudonym_key.get_secret_value() if audit.pseudonym_key else None),
-            anchor=AuditAnchor(store if store is not None else lambda: _shared_store(url)),
+            anchor=AuditAnchor(store if store is not None else lambda: _shared_store(url), chain=chain),
             chain=chain,
             read_only=read_only,
         )

@@ -293,7 +293,7 @@ class Store:
                 metadata.create_all(connection, checkfirst=True)
                 if before is not None and before < 2:
                     _migrate_to_queues(connection, self)
-                if before is not None and before < 3:
+                if before is None or before < 3:  # None: also a version-2 table without its version row
                     _migrate_audit_chains(connection)
                 if before != SCHEMA_VERSION:
                     self._set_meta(connection, "schema_version", str(SCHEMA_VERSION))

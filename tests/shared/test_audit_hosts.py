@@ -369,3 +369,62 @@ def test_version_2_checkpoints_become_the_chain_without_a_host(
     assert broken.returncode == 1 and "events seq 101..200 were changed" in broken.stderr
     report = AuditLog.from_settings(settings_of(None, monkeypatch), store=store).verify()
     assert report.problem is not None and report.problem.kind == ProblemKind.EDITED
+
+
+# -- the several-hosts rows of docs/audit.md's table "What an attacker can hide" ----------------------
+
+
+def verdicts(settings: Settings) -> dict[str | None, tuple[str, str | None]]:
+    """Per chain: its status and its problem's kind."""
+    return {report.chain: (report.status, report.problem.kind if report.problem else None)
+            for report in AuditTrails(settings).verify()}
+
+
+def forge_chain(directory: Path, count: int, key: str | None = None) -> None:
+    """A chain of ``count`` events written by hand (a valid unkeyed chain, or an HMAC with a guess)."""
+    directory.mkdir(parents=True)
+    prev, lines = "0" * 64, []
+    for seq in range(1, count + 1):
+        event = {"actor": "x@y", "data": {}, "event": "run.started", "host": directory.name, "seq": seq,
+                 "prev_hash": prev, "robot": None, "run_id": None, "hash": "",
+                 "time": "2026-11-20T08:00:00.000000+00:00"}
+        lines.append(recompute(json.dumps(event).encode(), prev, key.encode() if key else None))
+        prev = json.loads(lines[-1])["hash"]
+    write_lines(directory / "2026-11-20.jsonl", lines)
+
+
+@pytest.mark.parametrize("key", [None, "the-right-key"])
+def test_files_of_several_hosts(key: str | None, kansli_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if key:
+        monkeypatch.setenv("KANSLI_AUDIT__KEY", key)
+    write_chains(monkeypatch, ("web1", "web2", "web3"))
+    settings = load_settings()
+    # a line of web1's chain copied into web2's: caught in web2's chain, the others intact
+    [source] = chain_dir(kansli_env, "web1").glob("*.jsonl")
+    [target] = chain_dir(kansli_env, "web2").glob("*.jsonl")
+    lines = read_lines(target)
+    write_lines(target, [*lines[:6], read_lines(source)[6], *lines[6:]])
+    # web3's folder deleted: found from its anchor in the database
+    shutil.rmtree(chain_dir(kansli_env, "web3"))
+    # a host that never existed, with a chain forged by hand (an HMAC guessed when keyed)
+    forge_chain(chain_dir(kansli_env, "fake"), 5, key="a-guess" if key else None)
+    assert verdicts(settings) == {
+        "fake": ("broken", ProblemKind.EDITED if key else ProblemKind.UNANCHORED),
+        "web1": ("intact", None),
+        "web2": ("broken", ProblemKind.EDITED),  # line 7 does not link to web2's line 6
+        "web3": ("broken", ProblemKind.MISSING_CHAIN),
+    }
+
+
+def test_files_and_database_of_several_hosts(kansli_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared.store import audit_head_name, kv
+
+    write_chains(monkeypatch, ("web1", "web2"))
+    settings = load_settings()
+    # NOT caught: a host's folder deleted together with its head and checkpoints in the database
+    shutil.rmtree(chain_dir(kansli_env, "web2"))
+    store = Store(settings.effective_database_url)
+    with store.engine.begin() as connection:
+        connection.execute(kv.delete().where(kv.c.name == audit_head_name("web2")))
+        connection.execute(audit_checkpoints.delete().where(audit_checkpoints.c.chain == "web2"))
+    assert verdicts(settings) == {"web1": ("intact", None)}
