@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -188,8 +189,10 @@ def test_a_killed_worker_leaves_its_queue_to_another_host_each_key_done_once(
     WorkQueue(cluster.store(), "bulk").enqueue_many((f"c{n:02d}", {"n": n}) for n in range(12))
     hold.write_text("c04")
     first = cluster.start_worker("w1", "--robots", "drain")
-    run_id = cluster.queue("drain", cases=cases, hold=hold)
+    run_id = cluster.queue("drain", cases=cases, hold=hold, delay=0.3)  # >1 s: a batch of item events
     wait_until(hold.with_suffix(".reached").exists, 120, "the run to reach item c04")
+    wait_until(lambda: json.loads(cluster.cli("audit", "search", "--host", "w1", "--event", "item.outcome",
+                                              "--json").stdout), 60, "w1's first item events in its chain")
     os.killpg(first.pid, signal.SIGKILL)  # the host dies: its worker and the run it was doing
     first.wait()
     hold.unlink()
@@ -204,6 +207,14 @@ def test_a_killed_worker_leaves_its_queue_to_another_host_each_key_done_once(
     assert finisher and finisher[0].status == "succeeded"
     items = {item.key: item for item in store.list_items(finisher[0].run_id)}
     assert items["c04"].outcome == "done"  # reconciled: found keyed, not keyed again
+    verified = cluster.cli("audit", "verify", "--json")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    events = json.loads(cluster.cli("audit", "search", "--run", run_id, "--json").stdout)
+    finished = [event for event in events if event["event"] == "run.finished"]
+    assert len(finished) == 1 and finished[0]["data"]["cause"] == "worker_gone"
+    assert finished[0]["host"] == "w2"  # closed in the trail by the host that found it dead
+    outcomes = Counter(event["data"]["item_key"] for event in events if event["event"] == "item.outcome")
+    assert outcomes and max(outcomes.values()) == 1  # no item written twice (w1's events, w2's recovery)
 
 
 def restart_postgresql() -> None:
