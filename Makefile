@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 KANSLI := $(VENV)/bin/kansli
 
-.PHONY: setup venv chromium system-packages demo demo-mail demo-letters demo-forms test lint typecheck docs bench clean
+.PHONY: setup venv chromium system-packages demo demo-mail demo-cluster demo-letters demo-forms test lint typecheck docs bench clean
 
 setup: venv chromium system-packages
 
@@ -87,6 +87,11 @@ demo-forms:
 demo-mail: setup
 	@rm -rf var/out/invoice_inbox
 	@$(PY) -m demo.mail_demo
+
+# Several hosts on the local PostgreSQL (KANSLI_DEMO_POSTGRES_URL): two workers and two schedulers as
+# separate processes, each with a host id and data dir of its own; the demo robots run through them.
+demo-cluster: setup
+	@$(PY) -m demo.cluster
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -121,9 +121,12 @@ async def submit_all(
             logger.warning("reference {} has {} cases already", row.model.referens, len(found))
         return {"case_number": found[0]} if found else None
 
+    from shared.targets import target_limit
+
     async with open_browser(run.settings.browser) as browser, BrowserPool(
         browser, run.settings.browser, login=lambda page: log_in(page, eservice), size=workers,
         artifacts_dir=run.artifacts_dir, retry=run.settings.retry,
+        limit=target_limit(run.settings, run.store, "eservice"),
     ) as pool:
         return await run.process_async(row_items(rows, "Referens", input), submit, total=len(rows),
                                        reconcile=already_submitted, workers=workers)

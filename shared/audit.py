@@ -20,6 +20,11 @@ append also records the head, and every 100th event a checkpoint, in the run his
 where an attacker with write access to the audit folder cannot follow (docs/audit.md has the table
 of what each attacker can hide).
 
+Several hosts (``KANSLI_HOST_ID`` set) keep one chain each, in ``<log_dir>/audit/hosts/<host>/``
+with its own files, lock and numbering, anchored in the shared database under its host
+(:mod:`shared.audit_trails` verifies and searches all of them). Their events carry ``"host":"<host>"``,
+hashed like every field; it sorts between ``event`` and ``prev_hash``, so the layout above still holds.
+
 Every field passes :func:`shared.redaction.redact_value` before it is hashed or written: no secret and
 no personal identity number ever reaches the trail (with a pseudonym key, numbers become stable
 pseudonyms instead of masks).
@@ -45,7 +50,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple, NoReturn
+from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple, NoReturn, TypeVar
 
 from filelock import FileLock, Timeout
 from loguru import logger
@@ -86,6 +91,7 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 _NUMBER = re.compile(r"(?<![\d])(?:19|20)?\d{6}[-+]?\d{4}(?![\d])")
 
 Digest = Callable[[bytes], bytes]
+_T = TypeVar("_T")
 
 
 class ProblemKind(StrEnum):
@@ -99,6 +105,7 @@ class ProblemKind(StrEnum):
     MISSING_DAY = "missing day"
     TORN = "torn"
     UNANCHORED = "unanchored"
+    MISSING_CHAIN = "missing chain"
 
 
 @dataclass(frozen=True)
@@ -130,6 +137,8 @@ class VerifyReport:
     torn_at_end: bool = False
     last_hash: str | None = None
     notes: list[str] = field(default_factory=list)
+    #: The host whose chain this is; None for the chain of an installation without host ids.
+    chain: str | None = None
 
     @property
     def status(self) -> str:
@@ -138,13 +147,18 @@ class VerifyReport:
             return "broken"
         return "torn" if self.torn is not None and self.torn_at_end else "intact"
 
+    @property
+    def name(self) -> str:
+        """``audit trail``, or ``audit trail of host <host>`` for a host's chain."""
+        return "audit trail" if self.chain is None else f"audit trail of host {self.chain}"
+
     def summary(self) -> str:
         """One line for a console or a report."""
         if self.problem is not None:
             problem = self.problem
-            return f"audit trail BROKEN ({problem.kind}) at {problem.where()}: {problem.message}"
+            return f"{self.name} BROKEN ({problem.kind}) at {problem.where()}: {problem.message}"
         span = f" (seq {self.first_seq}..{self.last_seq})" if self.events else ""
-        text = f"audit trail intact: {self.events} events{span} in {self.files} files"
+        text = f"{self.name} intact: {self.events} events{span} in {self.files} files"
         if self.torn is not None:
             text += f"; {self.torn.message} at {self.torn.where()}"
         return text + "".join(f"; {note}" for note in self.notes)
@@ -343,7 +357,10 @@ class AuditLog:
     """The hash-chained audit trail in one directory (usually ``<log_dir>/audit``).
 
     Appends are serialised across threads and processes by ``<dir>/.lock``. ``clock`` returns the
-    current time (UTC); tests inject one to write several days.
+    current time (UTC); tests inject one to write several days. ``chain`` is the host whose chain
+    this is (its events carry it as ``host``, its anchor is kept under it; None: the chain of an
+    installation without host ids). ``read_only``: another host's chain, read without ever taking
+    its lock (no lock crosses hosts); appending to it raises :class:`AuditError`.
     """
 
     def __init__(
@@ -354,9 +371,13 @@ class AuditLog:
         clock: Callable[[], datetime] | None = None,
         pseudonym_key: str | None = None,
         anchor: AuditAnchor | None = None,
+        chain: str | None = None,
+        read_only: bool = False,
     ) -> None:
         self.directory = Path(directory)
-        self.anchor = anchor
+        self.chain = chain or None
+        self.read_only = read_only
+        self.anchor = anchor if anchor is None or anchor.chain == self.chain else anchor.for_chain(self.chain)
         self.keyed = key is not None
         self._digest = _make_digest(key)
         self._clock = clock or (lambda: datetime.now(UTC))
@@ -366,15 +387,25 @@ class AuditLog:
 
     @classmethod
     def from_settings(cls, settings: Settings, *, store: Store | None = None) -> AuditLog:
-        """The trail of ``<log_dir>/audit``, keyed and pseudonymised as configured, anchored in the
-        run history database (``store``, or the settings' database, opened at the first append)."""
+        """This host's trail: ``<log_dir>/audit``, or ``<log_dir>/audit/hosts/<host_id>`` when
+        ``KANSLI_HOST_ID`` is set; keyed and pseudonymised as configured, anchored in the run history
+        database (``store``, or the settings' database, opened at the first append)."""
+        return cls.for_chain(settings, settings.host_id, store=store)
+
+    @classmethod
+    def for_chain(
+        cls, settings: Settings, chain: str | None, *, store: Store | None = None, read_only: bool = False
+    ) -> AuditLog:
+        """The trail of ``chain`` (a host id; None: the chain without a host) of this installation."""
         audit = settings.audit
         url = settings.effective_database_url
         return cls(
-            settings.log_dir / "audit",
+            chain_directory(settings.log_dir / "audit", chain),
             key=audit.key.get_secret_value() if audit.key else None,
             pseudonym_key=(audit.pseudonym_key.get_secret_value() if audit.pseudonym_key else None),
-            anchor=AuditAnchor(store if store is not None else lambda: _shared_store(url)),
+            anchor=AuditAnchor(store if store is not None else lambda: _shared_store(url), chain=chain),
+            chain=chain,
+            read_only=read_only,
         )
 
     # -- paths --------------------------------------------------------------------------------
@@ -424,6 +455,8 @@ class AuditLog:
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
+        if self.read_only:
+            raise AuditError(f"the audit trail in {self.directory} is another host's: it is only read here")
         with self._thread_lock:
             try:
                 self.directory.mkdir(parents=True, exist_ok=True)
@@ -512,6 +545,8 @@ class AuditLog:
             "actor": actor or current_actor(),
             "data": dict(data or {}),
         }
+        if self.chain is not None:
+            fields["host"] = self.chain
         cleaned = self._clean(fields)
         assert isinstance(cleaned, dict)
         return cleaned
@@ -909,6 +944,7 @@ class _Verifier:
         self.watch.update(seq + offset for _, seq, _, _ in self.checks for offset in (0, 1))
         problem = None
         try:
+            self._check_present()
             plan = self._plan()
             self._start()
             self._walk(plan)
@@ -945,6 +981,20 @@ class _Verifier:
             if note and note.startswith("events seq"):
                 self.notes.append(note)
 
+    def _check_present(self) -> None:
+        """A chain the database anchors events of must have files: a deleted folder is named."""
+        head = self.database_head
+        if head is None or head[0] == 0 or self.log.day_files() or self.log.digest_files():
+            return
+        whose = "the trail" if self.log.chain is None else f"host {self.log.chain}'s trail"
+        raise _Broken(
+            ProblemKind.MISSING_CHAIN,
+            self.log.directory,
+            None,
+            f"{whose} is gone: {self.log.directory} holds no audit files, but the database anchors "
+            f"its events up to seq {head[0]} (the folder or its files were deleted)",
+        )
+
     def _report(self, problem: Problem | None) -> VerifyReport:
         return VerifyReport(
             ok=problem is None,
@@ -957,6 +1007,7 @@ class _Verifier:
             torn_at_end=self.torn_at_end,
             last_hash=self.last.decode() if self.events else None,
             notes=self.notes,
+            chain=self.log.chain,
         )
 
     def _plan(self) -> list[tuple[date, Path | None]]:
@@ -1084,11 +1135,20 @@ class _Verifier:
             self.pending = (Problem(ProblemKind.TORN, path, number, message), self.exp)
 
     def _reread(self, path: Path, offset: int) -> bytes | None:
-        """An incomplete last line may be an append in progress: look again under the lock."""
-        try:
-            with self.log._file_lock.acquire(timeout=5), path.open("rb") as handle:
+        """An incomplete last line may be an append in progress: look again under the lock (another
+        host's chain: without it, until the line is complete or a moment has passed)."""
+
+        def read() -> bytes:
+            with path.open("rb") as handle:
                 handle.seek(offset)
-                line = handle.readline()
+                return handle.readline()
+
+        try:
+            if self.log.read_only:
+                line = _settled(read, lambda line: line.endswith(b"\n"), FOREIGN_WAIT)
+            else:
+                with self.log._file_lock.acquire(timeout=5):
+                    line = read()
         except (Timeout, OSError):
             return None
         return line if line.endswith(b"\n") else None
@@ -1333,9 +1393,8 @@ class _Verifier:
         if self.database_head is not None and self.database_head[0] >= last_seq:
             return
         errors: tuple[type[Exception], ...] = (Timeout, *_database_errors())
-        try:  # appends anchor under the lock: take it to see the head of every batch already written
-            with self.log._file_lock.acquire(timeout=5):
-                current = anchor.head()
+        try:
+            current = self._anchored_head(anchor, last_seq)
         except errors:
             self.notes.append("the end of the trail could not be compared with the database anchor")
             return
@@ -1355,6 +1414,30 @@ class _Verifier:
             f"{span} are in the files but not anchored in the database: appended outside Kansli, "
             "or written while the database could not be reached (see the log)",
         )
+
+
+    def _anchored_head(self, anchor: AuditAnchor, last_seq: int) -> tuple[int, str] | None:
+        """The database's head once every batch already in the files is anchored: appends anchor
+        under the lock, so take it; another host's lock is never taken, its head is read again until
+        it reaches ``last_seq`` or a moment has passed."""
+        if self.log.read_only:
+            return _settled(anchor.head, lambda head: head is not None and head[0] >= last_seq, FOREIGN_WAIT)
+        with self.log._file_lock.acquire(timeout=5):
+            return anchor.head()
+
+
+#: Seconds a verification waits for another host's append in progress (it never takes that host's lock).
+FOREIGN_WAIT = 2.0
+
+
+def _settled(read: Callable[[], _T], done: Callable[[_T], bool], seconds: float) -> _T:
+    """``read()`` again until ``done`` says its value is final or ``seconds`` have passed."""
+    deadline = time.monotonic() + seconds
+    value = read()
+    while not done(value) and time.monotonic() < deadline:
+        time.sleep(0.02)
+        value = read()
+    return value
 
 
 def _remaining(path: Path, number: int, handle: Any, later: list[Path]) -> Iterator[tuple[str, bytes]]:
@@ -1444,17 +1527,26 @@ def anchor_head(log: AuditLog, store: Store) -> tuple[int, str]:
     seq, digest = log.head()
     if log.anchor is not None:
         return seq, digest
-    stored = read_anchor(store)
+    stored = read_anchor(store, chain=log.chain)
     if stored is None or stored[0] < seq:
-        save_audit_anchor(store, (seq, digest), [])
+        save_audit_anchor(store, (seq, digest), [], chain=log.chain)
     return seq, digest
 
 
-def read_anchor(store: Store) -> tuple[int, str] | None:
-    """The head last anchored in the database, or None."""
+def read_anchor(store: Store, *, chain: str | None = None) -> tuple[int, str] | None:
+    """The head last anchored in the database for ``chain`` (None: the chain without a host), or None."""
     from shared.store import load_audit_head
 
-    return load_audit_head(store)
+    return load_audit_head(store, chain=chain)
+
+
+#: Under ``<log_dir>/audit``: one folder per host's chain (``KANSLI_HOST_ID``).
+HOSTS_DIR = "hosts"
+
+
+def chain_directory(root: Path, chain: str | None) -> Path:
+    """The folder of ``chain`` under the audit root: the root itself, or ``hosts/<host>``."""
+    return root / HOSTS_DIR / chain if chain else root
 
 
 # -- the anchor in the run history database -----------------------------------------------------------
@@ -1489,10 +1581,11 @@ class _AnchorPlan(NamedTuple):
 class AuditAnchor:
     """The trail's head and checkpoints in the run history database, kept at every append batch.
 
-    After every batch, under the trail's lock, the head (``audit_head`` in ``kansli_meta``: the last
-    event's seq and hash) moves from the files' head before the batch to the new one: one
-    conditional UPDATE on the already open store. Every ``every``-th event also leaves a
-    checkpoint (``kansli_audit_checkpoints``: seq -> hash, insert-only), so :meth:`AuditLog.verify`
+    After every batch, under the trail's lock, the head (``audit_head`` in ``kansli_meta``, or
+    ``audit_head:<host>`` for a host's chain: the last event's seq and hash) moves from the files'
+    head before the batch to the new one: one conditional UPDATE on the already open store. Every
+    ``every``-th event also leaves a checkpoint (``kansli_audit_checkpoints``: chain, seq -> hash,
+    insert-only), so :meth:`AuditLog.verify`
     can tell which span of events was changed after it was written. When the database's head was
     not the files' head, the database's head is kept as evidence and an event says so:
     ``audit.unanchored`` (the files held events without an anchor) or ``audit.anchor_mismatch`` (the
@@ -1500,12 +1593,22 @@ class AuditAnchor:
     error and never fails the append: the event is already on disk.
     """
 
-    def __init__(self, store: Store | Callable[[], Store], *, every: int = CHECKPOINT_EVERY) -> None:
+    def __init__(
+        self, store: Store | Callable[[], Store], *, every: int = CHECKPOINT_EVERY, chain: str | None = None
+    ) -> None:
         if every < 1:
             raise AuditError("the audit checkpoint interval must be at least 1")
         self._source = store
         self._store: Store | None = None
         self.every = every
+        #: The chain anchored (a host id; None: the chain without a host); an AuditLog sets its own.
+        self.chain = chain or None
+
+    def for_chain(self, chain: str | None) -> AuditAnchor:
+        """The same database and interval, anchoring ``chain``."""
+        anchor = AuditAnchor(self._source, every=self.every, chain=chain)
+        anchor._store = self._store
+        return anchor
 
     @property
     def store(self) -> Store:
@@ -1518,13 +1621,13 @@ class AuditAnchor:
         """The head last anchored, or None."""
         from shared.store import load_audit_head
 
-        return load_audit_head(self.store)
+        return load_audit_head(self.store, chain=self.chain)
 
     def checkpoints(self) -> list[tuple[int, str, str | None]]:
         """Every checkpoint ``(seq, hash, note)``; a note marks evidence an append kept."""
         from shared.store import load_audit_checkpoints
 
-        return load_audit_checkpoints(self.store)
+        return load_audit_checkpoints(self.store, chain=self.chain)
 
     def record(
         self, before: tuple[int, str], head: tuple[int, str], written: Iterable[tuple[int, str]]
@@ -1536,10 +1639,10 @@ class AuditAnchor:
         every = self.every
         points = [(seq, digest, None) for seq, digest in written if seq % every == 0]
         try:
-            if advance_audit_head(self.store, before, head, points):
+            if advance_audit_head(self.store, before, head, points, chain=self.chain):
                 return None
             plan = self._compare(self.head(), before)
-            save_audit_anchor(self.store, head, [*plan.evidence, *points])
+            save_audit_anchor(self.store, head, [*plan.evidence, *points], chain=self.chain)
         except _database_errors() as error:
             logger.error(
                 "audit events up to seq {} are written but could not be anchored in the run history "
@@ -1591,7 +1694,7 @@ class AuditAnchor:
         if digest is None or not log._digest_valid(digest):
             return
         try:
-            delete_audit_checkpoints_before(self.store, int(digest["last_seq"]) + 1)
+            delete_audit_checkpoints_before(self.store, int(digest["last_seq"]) + 1, chain=self.chain)
         except _database_errors() as error:
             logger.error("cannot prune the audit checkpoints: {}", error)
 

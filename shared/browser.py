@@ -73,6 +73,8 @@ from shared.settings import BrowserSettings, RetrySettings
 if TYPE_CHECKING:
     from playwright.async_api import Browser, BrowserContext, Locator, Page, Playwright, Response
 
+    from shared.targets import TargetLimit
+
 #: Flags for a locked-down machine without internet: no phoning home, no GPU, no first-run UI.
 CHROMIUM_FLAGS = (
     "--disable-gpu",
@@ -884,6 +886,7 @@ class BrowserSession:
     logged_in: bool = False
     tracing: bool = False
     leases: int = 0  # items on this page so far
+    slot: int | None = None  # its session slot on the target (BrowserPool.limit)
 
 
 @dataclass
@@ -898,6 +901,9 @@ class BrowserPool:
     not share one storage state: a server-side session holds the form being filled in, so each
     context needs its own. With ``trace``, each lease records a trace chunk (actions, errors and
     timings; DOM snapshots and network only with ``trace_snapshots``, which costs ~15% throughput).
+    With ``limit`` (:func:`shared.targets.target_limit`), each context holds one of the target's
+    session slots from before its first login until the pool closes: the first waits for one (up to
+    the target's ``wait_s``), the others that find none free wait in the background and join later.
     """
 
     browser: Browser
@@ -908,6 +914,7 @@ class BrowserPool:
     retry: RetrySettings = field(default_factory=RetrySettings)
     trace: bool = True
     trace_snapshots: bool = False
+    limit: TargetLimit | None = None
     _idle: asyncio.Queue[BrowserSession] = field(init=False)
     _sessions: list[BrowserSession] = field(init=False, default_factory=list)
     _serving: set[int] = field(init=False, default_factory=set)
@@ -920,6 +927,8 @@ class BrowserPool:
             for number in range(1, self.size + 1):
                 session = await self._open(number)
                 self._sessions.append(session)
+                if not await self._claim(session, wait=number == 1):
+                    continue  # it waits in the background for a free session on the target
                 try:
                     await self._log_in(session)
                 except TargetError as error:  # LoginError too: the credentials were refused
@@ -956,12 +965,46 @@ class BrowserPool:
                 await session.context.close()
             except PlaywrightError:
                 pass
+        if self.limit is not None:
+            for session in self._sessions:
+                if session.slot is not None:
+                    self.limit.release(session.slot)
+                    session.slot = None
         self._sessions.clear()
         self._serving.clear()
 
     async def _open(self, number: int) -> BrowserSession:
         context = await new_context(self.browser, self.settings)
         return BrowserSession(number, context, await context.new_page())
+
+    async def _claim(self, session: BrowserSession, wait: bool) -> bool:
+        """A session slot on the target for ``session`` (always, without a limit); without ``wait``, a
+        context that finds none free goes on waiting for one in the background."""
+        if self.limit is None:
+            return True
+        session.slot = await (self.limit.take_async() if wait else self.limit.try_take_async())
+        if session.slot is None:
+            logger.info("browser context {} waits for a free session on target {} ({} at most)",
+                        session.number, self.limit.target, self.limit.limit)
+            self._revivals.append(asyncio.ensure_future(self._when_free(session)))
+        return session.slot is not None
+
+    async def _when_free(self, session: BrowserSession) -> None:
+        assert self.limit is not None
+        try:
+            session.slot = await self.limit.take_async(float("inf"), quiet=True)
+            await self._log_in(session)
+        except TargetError as error:
+            self._park(session, error)
+            return
+        except Exception as error:  # noqa: BLE001 - a background task: log, never lose the error
+            first = str(error).splitlines()[0] if str(error) else type(error).__name__
+            logger.warning("browser context {} gave up waiting for a session on target {}: {}",
+                           session.number, self.limit.target, redact(first))
+            return
+        self._serve(session)
+        logger.info("browser context {} got a session on target {}: {} of {} context(s) in use",
+                    session.number, self.limit.target, self.in_use, self.size)
 
     def _serve(self, session: BrowserSession) -> None:
         self._serving.add(session.number)

@@ -405,15 +405,22 @@ def logs_command(
     run_id: Annotated[str, typer.Argument(help="The run id (or a unique prefix).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON lines log.")] = False,
 ) -> None:
-    """Print a run's log."""
+    """Print a run's log (another host's run: the copy stored in the database when it ended)."""
+    from shared.run_files import missing_log, run_file
+
     runner = _runner()
     record = _find_run(runner, run_id)
-    path = Path(record.run_dir or "") / ("log.jsonl" if as_json else "log.txt")
-    if not path.is_file():
-        fail(f"run {record.run_id} has no log at {path}", 1)
+    name = "log.jsonl" if as_json else "log.txt"
+    found = run_file(runner.store, record, name)  # the local file, else the database's copy
+    if found is None:
+        fail(missing_log(runner.store, record, name), 1)
+    if not isinstance(found, Path):
+        sys.stderr.write(found.note("log") + "\n")
+        sys.stdout.write(found.data.decode("utf-8", errors="replace"))
+        return
     from shared.logs import stream_text
 
-    stream_text(path, sys.stdout)
+    stream_text(found, sys.stdout)
 
 
 @app.command("report")
@@ -421,12 +428,15 @@ def report_command(
     run_id: Annotated[str, typer.Argument(help="The run id (or a unique prefix).")],
     open_it: Annotated[bool, typer.Option("--open", help="Open the report in a web browser.")] = False,
 ) -> None:
-    """Write a run's HTML report (report.html in its folder) and print its path."""
-    from shared.report import write_report
+    """Write a run's HTML report (report.html in its folder) and print its path; another host's run:
+    its stored report (or one made from the run history) in this host's data dir."""
+    from shared.run_files import report_here
 
     runner = _runner()
     record = _find_run(runner, run_id)
-    path = write_report(runner.store, record.run_id, runner.settings)
+    path, note = report_here(runner.store, record, runner.settings)  # another host's run: a copy here
+    if note:
+        sys.stderr.write(note + "\n")
     console().print(str(path), highlight=False, soft_wrap=True)
     if open_it:
         import webbrowser

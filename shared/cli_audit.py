@@ -13,18 +13,22 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 if TYPE_CHECKING:
-    from shared.audit import AuditLog
+    from shared.audit import VerifyReport
+    from shared.audit_trails import AuditTrails
 
 audit_app = typer.Typer(
     help="Verify and search the audit trail.", no_args_is_help=True, rich_markup_mode=None
 )
 
-SEARCH_COLUMNS = ("seq", "time", "event", "robot", "run_id", "actor", "status", "item_key", "detail")
+SEARCH_COLUMNS = (
+    "seq", "time", "event", "robot", "run_id", "actor", "status", "item_key", "detail", "host",
+)
+HOST_HELP = "Only the audit chain of this host (its KANSLI_HOST_ID)."
 
 
-def _audit_log() -> tuple[AuditLog, Any]:
-    """The trail, anchored in the run history database, and that database."""
-    from shared.audit import AuditLog
+def _trails() -> tuple[AuditTrails, Any]:
+    """Every audit chain of the installation, anchored in the run history database, and that database."""
+    from shared.audit_trails import AuditTrails
     from shared.cli import fail, settings
     from shared.errors import KansliError
     from shared.store import open_store
@@ -32,7 +36,17 @@ def _audit_log() -> tuple[AuditLog, Any]:
     try:
         loaded = settings()
         store = open_store(loaded.effective_database_url)
-        return AuditLog.from_settings(loaded, store=store), store
+        return AuditTrails(loaded, store=store), store
+    except KansliError as error:
+        fail(str(error), error.exit_code)
+
+
+def _chains(trails: AuditTrails, host: str | None) -> list[str | None]:
+    from shared.cli import fail
+    from shared.errors import KansliError
+
+    try:
+        return trails.select(host)
     except KansliError as error:
         fail(str(error), error.exit_code)
 
@@ -52,16 +66,40 @@ def _day(value: str | None, option: str) -> date | None:
 def verify_command(
     since: Annotated[str | None, typer.Option(help="First day to check (YYYY-MM-DD).")] = None,
     until: Annotated[str | None, typer.Option(help="Last day to check (YYYY-MM-DD).")] = None,
+    host: Annotated[str | None, typer.Option(help=HOST_HELP)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result of every chain as JSON.")] = False,
 ) -> None:
-    """Recompute the hash chain; exit 0 when intact, 1 naming the first broken file and line.
+    """Recompute the hash chains; exit 0 when intact, 1 naming the host, file and line of a break.
 
-    The trail is also compared with the head and checkpoints anchored in the run history database.
+    Every chain of the installation is checked (one per host, and the trail without a host id), each
+    also against the head and checkpoints anchored in the run history database.
     """
-    log, _ = _audit_log()
-    report = log.verify(since=_day(since, "--since"), until=_day(until, "--until"))
-    stream = sys.stdout if report.ok else sys.stderr
-    stream.write(report.summary() + "\n")
-    raise typer.Exit(0 if report.ok else 1)
+    trails, _ = _trails()
+    first, last = _day(since, "--since"), _day(until, "--until")
+    reports = [trails.log(chain).verify(since=first, until=last) for chain in _chains(trails, host)]
+    ok = all(report.ok for report in reports)
+    if as_json:
+        _write_verify_json(reports, ok)
+    else:
+        for report in reports:
+            (sys.stdout if report.ok else sys.stderr).write(report.summary() + "\n")
+        if len(reports) > 1:
+            (sys.stdout if ok else sys.stderr).write(_verify_total(reports) + "\n")
+    raise typer.Exit(0 if ok else 1)
+
+
+def _verify_total(reports: list[VerifyReport]) -> str:
+    broken = [report.name for report in reports if not report.ok]
+    if not broken:
+        return f"{len(reports)} audit chains intact"
+    return f"{len(reports)} audit chains, {len(broken)} BROKEN: {'; '.join(broken)}"
+
+
+def _write_verify_json(reports: list[VerifyReport], ok: bool) -> None:
+    from shared.audit_trails import report_as_dict
+
+    payload = {"ok": ok, "chains": [report_as_dict(report) for report in reports]}
+    sys.stdout.write(json.dumps(payload, ensure_ascii=False, indent=2) + "\n")
 
 
 @audit_app.command("search")
@@ -81,13 +119,17 @@ def search_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV.")] = False,
     limit: Annotated[int, typer.Option(help="At most this many rows in the table view.")] = 200,
+    host: Annotated[str | None, typer.Option(help=HOST_HELP)] = None,
 ) -> None:
-    """Search the audit trail, streaming: a table (local times), --json or --csv for your own tools."""
+    """Search the audit trail, streaming: a table (local times), --json or --csv for your own tools.
+
+    The events of every host's chain are merged by time; each names its host."""
     _check_choice("--event", event, _event_types())
     _check_choice("--status", status, _statuses())
-    log, store = _audit_log()
-    found = log.search(
-        since=_day(since, "--since"), until=_day(until, "--until"), robot=robot,
+    trails, store = _trails()
+    chains = _chains(trails, host)
+    found = trails.search(
+        host=host, since=_day(since, "--since"), until=_day(until, "--until"), robot=robot,
         run_id=_run_id(store, run) if run is not None else None,
         actor=actor, event=event, status=status, item_key=item,
     )
@@ -96,7 +138,7 @@ def search_command(
     elif as_csv:
         _write_csv(found)
     else:
-        _write_table(found, limit)
+        _write_table(found, limit, hosts=chains != [None])
 
 
 def _event_types() -> tuple[str, ...]:
@@ -164,7 +206,8 @@ def _row(event: dict[str, Any], *, local: bool = False) -> list[str]:
             pass  # not a time: shown as written
     values = [event.get("seq"), moment, event.get("event"), event.get("robot"),
               event.get("run_id"), event.get("actor"), data.get("status") or data.get("outcome"),
-              data.get("item_key"), json.dumps(detail, ensure_ascii=False) if detail else ""]
+              data.get("item_key"), json.dumps(detail, ensure_ascii=False) if detail else "",
+              event.get("host")]
     return ["" if value is None else str(value) for value in values]
 
 
@@ -177,21 +220,24 @@ def _write_csv(events: Any) -> None:
         writer.writerow(_row(event))
 
 
-def _write_table(events: Any, limit: int) -> None:
+def _write_table(events: Any, limit: int, *, hosts: bool = False) -> None:
+    """The events as a table; ``hosts``: with a host column (chains of several hosts)."""
     from rich.markup import escape
     from rich.table import Table
 
     from shared.cli import console
 
     table = Table(title="Audit events")
-    for column in SEARCH_COLUMNS[:-1]:
+    shown_columns = ["host", *SEARCH_COLUMNS[:-2]] if hosts else list(SEARCH_COLUMNS[:-2])
+    for column in shown_columns:
         table.add_column(column)
     shown = more = 0
     for event in events:
         if shown >= limit:
             more += 1
             continue
-        table.add_row(*(escape(value) for value in _row(event, local=True)[:-1]))
+        values = _row(event, local=True)
+        table.add_row(*(escape(value) for value in ([values[-1], *values[:-2]] if hosts else values[:-2])))
         shown += 1
     console().print(table)
     if more:

@@ -20,9 +20,9 @@ takes it.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -113,6 +113,8 @@ class RunJob:
     retries: int = 0
     retry_backoff: float = 60.0
     attempt: int = 0
+    #: Who gets a mail when the run ends badly (a schedule's ``notify``), sent by the worker.
+    notify: list[str] = field(default_factory=list)
 
     def kwargs(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -139,11 +141,16 @@ def enqueue_run(
     retry_backoff: float = 60.0,
     rerun_all: bool = False,
     run_id: str | None = None,
+    notify: Sequence[str] = (),
     app: procrastinate.App | None = None,
     store: Store | None = None,
 ) -> str | None:
     """Add a run of ``robot`` as a job; return its run id, or None when a job with ``queueing_lock``
     is already waiting (the run is then recorded as ``skipped``).
+
+    ``schedule_timeout`` (seconds) kills the run's process tree; ``retries`` runs it again after a
+    ``failed`` or ``interrupted`` end, ``retry_backoff`` doubling; ``notify`` gets a mail when it ends
+    badly (as a schedule's runs in local mode).
 
     Parameters are validated here, so a bad one fails the caller (exit 2) and never reaches a worker.
     """
@@ -154,9 +161,10 @@ def enqueue_run(
     spec = get_robot(robot, settings.robots_package)
     validated = spec.validate(params or {})
     store = store or open_store(settings.effective_database_url)
-    job = RunJob(robot=spec.name, params=validated.model_dump(mode="json"), trigger=trigger,
-                 run_id=run_id or new_run_id(), timeout=schedule_timeout, rerun_all=rerun_all,
-                 retries=retries, retry_backoff=retry_backoff)
+    given = validated.model_dump(mode="json", exclude_unset=True)  # defaults stay the robot's
+    job = RunJob(robot=spec.name, params=given, trigger=trigger, run_id=run_id or new_run_id(),
+                 timeout=schedule_timeout, rerun_all=rerun_all, retries=retries, retry_backoff=retry_backoff,
+                 notify=list(notify))
     record = RunRecord(run_id=job.run_id, robot=spec.name, params=_public_params(validated),
                        trigger=trigger, actor=current_actor(), status="queued", started_at=utcnow())
     store.create_run(record)

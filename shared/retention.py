@@ -1,7 +1,8 @@
 """Retention: run folders and log files older than their settings' days are deleted.
 
 The audit trail is exempt unless ``KANSLI_RETENTION__AUDIT_DAYS`` is set; its deletions are recorded
-so that verify tells a deliberate gap from a missing day. Run records stay in the run history.
+so that verify tells a deliberate gap from a missing day. Run records stay in the run history; the
+copies of run files in the database (PostgreSQL, :mod:`shared.run_files`) go with the run folders.
 """
 
 from __future__ import annotations
@@ -53,6 +54,15 @@ def old_log_files(log_dir: Path, days: int, now: float | None = None) -> list[Pa
     )
 
 
+def _delete_stored_run_files(settings: Settings, days: int) -> None:
+    from shared.run_files import delete_run_files_before
+    from shared.store import open_store
+
+    cutoff = (datetime.now(UTC) - timedelta(days=days)).isoformat(timespec="microseconds")
+    deleted = delete_run_files_before(open_store(settings.effective_database_url), cutoff)
+    logger.info("retention: deleted {} run file(s) stored in the database", deleted)
+
+
 def apply_retention(settings: Settings, *, dry_run: bool = False) -> RetentionReport:
     """Delete what the retention settings say is too old; returns what was (or would be) deleted."""
     retention = settings.retention
@@ -66,6 +76,8 @@ def apply_retention(settings: Settings, *, dry_run: bool = False) -> RetentionRe
         shutil.rmtree(folder, ignore_errors=True)
     for path in report.log_files:
         path.unlink(missing_ok=True)
+    if retention.runs_days > 0 and (settings.database_url or "").startswith("postgresql"):
+        _delete_stored_run_files(settings, retention.runs_days)
     if retention.audit_days > 0:
         report.audit_files = AuditLog.from_settings(settings).apply_retention(retention.audit_days)
     logger.info("retention: deleted {}", report.summary())

@@ -61,6 +61,7 @@ from shared.logs import run_sinks
 from shared.queue import WorkQueue
 from shared.redaction import redact_value
 from shared.registry import RobotParams, RobotSpec, discover, get_robot
+from shared.run_files import is_local, store_run_files
 from shared.settings import Settings, get_settings
 from shared.store import RunRecord, Store, item_counts, open_store, utcnow
 
@@ -292,7 +293,10 @@ def finished_event_data(record: RunRecord, error_class: str | None) -> dict[str,
     }
 
 
-def audit_closed_run(log: AuditLog, store: Store, run_id: str, cause: str) -> int:
+def audit_closed_run(
+    log: AuditLog, store: Store, run_id: str, cause: str,
+    search: Callable[..., Iterable[dict[str, Any]]] | None = None,
+) -> int:
     """Close in the trail a run that its own process could not close (it died or was killed).
 
     Item outcomes the ledger holds and the trail lacks (the process died between two batches of
@@ -300,15 +304,17 @@ def audit_closed_run(log: AuditLog, store: Store, run_id: str, cause: str) -> in
     the run was closed with, ``cause`` (``process_gone``, ``timeout``, ...) and ``closed_by``. When the
     trail already has the run's end with another status (the process ended "cancelled" on the
     daemon's SIGTERM, the daemon records "timeout"), ``run.status_changed`` says so. Returns the
-    number of recovered items.
+    number of recovered items. ``search`` looks for the run's events (default: in ``log``; with
+    several hosts, in every host's chain: the run may have been written by a host that died).
     """
+    search = search or log.search
     record = store.get_run(run_id)
     if record is None:
         return 0
     since = datetime.fromisoformat(record.started_at).astimezone(UTC).date()
     written: Counter[str] = Counter()
     audit = RunAudit(log, run_id, record.robot, audit_actor(record.trigger))
-    for event in log.search(since=since, run_id=run_id):
+    for event in search(since=since, run_id=run_id):
         if event["event"] == "run.finished":  # its process closed it, then was overruled (timeout)
             was = event["data"].get("status")
             if was != record.status:
@@ -549,6 +555,7 @@ class Runner:
             record = self._close(run, error)
             logger.info("run {} ended {}", run.run_id, record.status)
             self._write_report(run)
+        store_run_files(self.store, run.run_id, run.run_dir, self.settings.host)  # for other hosts
         if isinstance(error, ConfigError):
             raise error  # recorded as failed; the caller still sees a configuration problem (exit 4)
         return record
@@ -605,14 +612,27 @@ class Runner:
         return closed
 
     def close_in_audit(self, run_id: str, cause: str) -> None:
-        """:func:`audit_closed_run`, logged and never fatal (the run history is already right)."""
+        """:func:`audit_closed_run`, logged and never fatal (the run history is already right); the
+        run's files go to the database too (PostgreSQL) when its folder is on this host."""
+        record = self.store.get_run(run_id)
+        if record is not None and is_local(record):
+            store_run_files(self.store, run_id, record.run_dir, self.settings.host)
         try:
-            recovered = audit_closed_run(self.audit_log, self.store, run_id, cause)
+            recovered = audit_closed_run(self.audit_log, self.store, run_id, cause, self._search_trails())
         except KansliError as failure:
             logger.error("could not close run {} in the audit trail: {}", run_id, failure)
             return
         if recovered:
             logger.info("run {}: {} item outcome(s) recovered into the audit trail", run_id, recovered)
+
+
+    def _search_trails(self) -> Callable[..., Iterable[dict[str, Any]]] | None:
+        """With host chains, a search over every host's trail (a run may be closed by another host)."""
+        if not self.settings.host_id:
+            return None
+        from shared.audit_trails import AuditTrails
+
+        return AuditTrails(self.settings, store=self.store).search
 
 
 def _alive(pid: int | None) -> bool:

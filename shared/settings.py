@@ -1,4 +1,5 @@
-"""Settings, read from ``KANSLI_*`` environment variables, a ``.env`` file and a secrets directory.
+"""Settings, read from ``KANSLI_*`` environment variables, a ``.env`` file, a secrets directory and an
+optional settings file ``kansli.toml`` (``KANSLI_CONFIG_FILE``; the variables override it).
 
 Nested sections use ``__``: ``KANSLI_BROWSER__HEADLESS=false``. Every default works from the repository
 root with no ``.env``. Secrets are ``SecretStr`` and are registered with :mod:`shared.redaction` as soon
@@ -10,12 +11,18 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import tomllib
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 from shared.errors import ConfigError
 from shared.redaction import register_secrets
@@ -187,6 +194,8 @@ class TargetSettings(BaseModel):
 
     #: Browser sessions all hosts together may have open on the target; 0: no limit.
     max_sessions: int = Field(default=0, ge=0)
+    #: How long a run waits for a free session before it fails (seconds).
+    wait_s: float = Field(default=600.0, gt=0)
 
 
 class Settings(BaseSettings):
@@ -232,6 +241,16 @@ class Settings(BaseSettings):
     cluster: ClusterSettings = ClusterSettings()
     #: Per target system limits, by the target's name (``eservice``, ...).
     targets: dict[str, TargetSettings] = {}
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """The variables (and ``.env``, secrets) first, then the settings file under them."""
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=config_file())
+        return init_settings, env_settings, dotenv_settings, file_secret_settings, toml
 
     @field_validator("timezone")
     @classmethod
@@ -317,25 +336,60 @@ def _mask_url(url: str) -> str:
         return url
 
 
+CONFIG_FILE = Path("kansli.toml")
+
+
+def config_file() -> Path | None:
+    """The settings file: ``KANSLI_CONFIG_FILE``, else ``./kansli.toml`` when there is one."""
+    named = os.environ.get("KANSLI_CONFIG_FILE")
+    if named:
+        return Path(named)
+    return CONFIG_FILE if CONFIG_FILE.is_file() else None
+
+
 def load_settings(**overrides: Any) -> Settings:
-    """Read the settings; a bad value raises :class:`ConfigError` naming the variable."""
+    """Read the settings; a bad value raises :class:`ConfigError` naming the variable (or the
+    settings file and key it came from)."""
     secrets_dir = os.environ.get("KANSLI_SECRETS_DIR")
+    file = config_file()
+    if file is not None and not file.is_file():
+        raise ConfigError(f"settings file {file} not found (KANSLI_CONFIG_FILE)")
     try:
         settings = Settings(_secrets_dir=secrets_dir, **overrides)
     except ValidationError as error:
-        raise ConfigError(_describe(error)) from None
+        raise ConfigError(_describe(error, file)) from None
+    except tomllib.TOMLDecodeError as error:  # the message ends "(at line N, column M)"
+        raise ConfigError(f"settings file {file} is not valid TOML: {error}") from None
     register_secrets(settings.secret_values())
     return settings
 
 
-def _describe(error: ValidationError) -> str:
+def _describe(error: ValidationError, file: Path | None = None) -> str:
     first = error.errors()[0]
     if not first["loc"]:  # a check over several settings: its message names them
         return f"invalid settings: {str(first['msg']).removeprefix('Value error, ')}"
     variable = "KANSLI_" + "__".join(str(part) for part in first["loc"]).upper()
     count = error.error_count()
     more = f" (and {count - 1} more)" if count > 1 else ""
+    if variable not in os.environ and _in_file(file, first["loc"]):
+        key = ".".join(str(part) for part in first["loc"])
+        return f"invalid setting {key} in {file}: {first['msg']}{more}"
     return f"invalid setting {variable}: {first['msg']}{more}"
+
+
+def _in_file(file: Path | None, loc: tuple[int | str, ...]) -> bool:
+    """Whether the settings file sets the key at ``loc`` (then the bad value came from it)."""
+    if file is None:
+        return False
+    try:
+        data: Any = tomllib.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return False
+    for part in loc:
+        if not isinstance(data, dict) or str(part) not in data:
+            return False
+        data = data[str(part)]
+    return True
 
 
 @lru_cache(maxsize=1)

@@ -21,10 +21,11 @@ from sqlalchemy.engine import Connection, Engine, make_url
 
 from shared.errors import ConfigError, UsageError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: Version 2 (work queues): items keyed by (queue, business key) in ``kansli_queue_items``; the
 #: version-1 ledger ``kansli_item_ledger`` (keyed by robot and input file) is copied into it once
-#: and then left unused.
+#: and then left unused. Version 3 (one audit chain per host): ``kansli_audit_checkpoints`` is keyed
+#: by (chain, seq); the checkpoints of version 2 belong to the chain without a host (``chain`` '').
 
 metadata = sa.MetaData()
 
@@ -66,6 +67,19 @@ run_items = sa.Table(
     sa.Column("finished_at", sa.String(40)),
     sa.Column("queue", sa.String(128)),
     sa.Column("note", sa.Text),
+)
+
+#: A finished run's files (``log.jsonl``, ``log.txt``, ``report.html``), gzip-compressed, stored at its
+#: end on PostgreSQL so any host can show them (shared.run_files); ``size``: bytes before compression.
+run_files = sa.Table(
+    "kansli_run_files",
+    metadata,
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("host", sa.String(256), nullable=False),
+    sa.Column("content", sa.LargeBinary, nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("stored_at", sa.String(40), nullable=False, index=True),
 )
 
 #: The version-1 item ledger (robot, input batch, key): read once by the migration to version 2.
@@ -279,6 +293,8 @@ class Store:
                 metadata.create_all(connection, checkfirst=True)
                 if before is not None and before < 2:
                     _migrate_to_queues(connection, self)
+                if before is None or before < 3:  # None: also a version-2 table without its version row
+                    _migrate_audit_chains(connection)
                 if before != SCHEMA_VERSION:
                     self._set_meta(connection, "schema_version", str(SCHEMA_VERSION))
         except sa.exc.DBAPIError as error:
@@ -776,33 +792,68 @@ def release_meta_lease(store: Store, name: str, owner: str) -> None:
 # -- audit anchor ---------------------------------------------------------------------------------
 # The audit trail's head and checkpoints (shared.audit.AuditAnchor): evidence kept away from the
 # audit files, so that a cut or re-hashed trail no longer matches what was recorded when it was written.
+# One chain per host (``chain``: its host id; '' or None: the chain of an installation without host ids).
 
 AUDIT_HEAD = "audit_head"
 
 audit_checkpoints = sa.Table(
     "kansli_audit_checkpoints",
     metadata,
-    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("chain", sa.String(64), nullable=False, server_default=""),
+    sa.Column("seq", sa.BigInteger, nullable=False, autoincrement=False),
     sa.Column("hash", sa.String(64), nullable=False),
     sa.Column("note", sa.Text),
     sa.Column("recorded_at", sa.String(40), nullable=False),
+    # named, so that the version-2 table's primary key (renamed away by the migration) does not clash
+    sa.PrimaryKeyConstraint("chain", "seq", name="kansli_audit_checkpoints_chain_pkey"),
 )
 
 
+def _migrate_audit_chains(connection: Connection) -> None:
+    """Version 2 -> 3: the checkpoints get ``chain`` ('' for the rows there are) in their key.
+
+    The table is rebuilt (SQLite cannot change a primary key in place), in the migration's
+    transaction; a table that already has ``chain`` is left alone."""
+    inspector = sa.inspect(connection)
+    name = audit_checkpoints.name
+    if not inspector.has_table(name) or "chain" in {c["name"] for c in inspector.get_columns(name)}:
+        return
+    connection.exec_driver_sql(f"ALTER TABLE {name} RENAME TO {name}_v2")
+    audit_checkpoints.create(connection)
+    connection.exec_driver_sql(
+        f"INSERT INTO {name} (chain, seq, hash, note, recorded_at) "
+        f"SELECT '', seq, hash, note, recorded_at FROM {name}_v2")
+    connection.exec_driver_sql(f"DROP TABLE {name}_v2")
+
+
+def audit_head_name(chain: str | None) -> str:
+    """The ``kansli_meta`` row of a chain's head: ``audit_head``, or ``audit_head:<host>``."""
+    return f"{AUDIT_HEAD}:{chain}" if chain else AUDIT_HEAD
+
+
 def save_audit_anchor(
-    store: Store, head: tuple[int, str], checkpoints: Sequence[tuple[int, str, str | None]]
+    store: Store,
+    head: tuple[int, str],
+    checkpoints: Sequence[tuple[int, str, str | None]],
+    *,
+    chain: str | None = None,
 ) -> None:
     """Set the head and add checkpoints ``(seq, hash, note)`` in one short transaction.
 
     Checkpoints are insert-only: one already recorded for a seq is never replaced.
     """
     with store.engine.begin() as connection:
-        store._set_meta(connection, AUDIT_HEAD, _head_value(head))
+        store._set_meta(connection, audit_head_name(chain), _head_value(head))
         if checkpoints:
-            now = utcnow()
-            rows = [{"seq": seq, "hash": digest, "note": note, "recorded_at": now}
-                    for seq, digest, note in checkpoints]
-            connection.execute(_insert_new_checkpoints(store), rows)
+            connection.execute(_insert_new_checkpoints(store), _checkpoint_rows(chain, checkpoints))
+
+
+def _checkpoint_rows(
+    chain: str | None, checkpoints: Sequence[tuple[int, str, str | None]]
+) -> list[dict[str, Any]]:
+    now = utcnow()
+    return [{"chain": chain or "", "seq": seq, "hash": digest, "note": note, "recorded_at": now}
+            for seq, digest, note in checkpoints]
 
 
 _advance_head = (
@@ -821,20 +872,19 @@ def advance_audit_head(
     expected: tuple[int, str],
     head: tuple[int, str],
     checkpoints: Sequence[tuple[int, str, str | None]],
+    *,
+    chain: str | None = None,
 ) -> bool:
     """Move the head from ``expected`` to ``head`` and add checkpoints, in one transaction; False
     (nothing written) when the stored head is not ``expected``. One UPDATE in the common case."""
-    values = {"head_name": AUDIT_HEAD, "expected_value": _head_value(expected),
+    values = {"head_name": audit_head_name(chain), "expected_value": _head_value(expected),
               "new_value": _head_value(head), "new_time": utcnow()}
     if not checkpoints:  # all but one batch in a hundred: the bare statement
         return _raw_rowcount(store, _advance_head, values) == 1
     with store.engine.begin() as connection:
         if connection.execute(_advance_head, values).rowcount != 1:
             return False
-        if checkpoints:
-            rows = [{"seq": seq, "hash": digest, "note": note, "recorded_at": values["new_time"]}
-                    for seq, digest, note in checkpoints]
-            connection.execute(_insert_new_checkpoints(store), rows)
+        connection.execute(_insert_new_checkpoints(store), _checkpoint_rows(chain, checkpoints))
     return True
 
 
@@ -870,28 +920,41 @@ def _raw_rowcount(store: Store, statement: Any, values: dict[str, Any]) -> int:
 
 
 def _insert_new_checkpoints(store: Store) -> Any:
-    return store.insert(audit_checkpoints).on_conflict_do_nothing(index_elements=["seq"])
+    return store.insert(audit_checkpoints).on_conflict_do_nothing(index_elements=["chain", "seq"])
 
 
-def load_audit_head(store: Store) -> tuple[int, str] | None:
-    """The head last anchored, or None."""
-    found = store.get_meta(AUDIT_HEAD)
+def load_audit_head(store: Store, *, chain: str | None = None) -> tuple[int, str] | None:
+    """The head last anchored for ``chain``, or None."""
+    found = store.get_meta(audit_head_name(chain))
     if found is None:
         return None
     value = json.loads(found[0])
     return int(value["seq"]), str(value["hash"])
 
 
-def load_audit_checkpoints(store: Store) -> list[tuple[int, str, str | None]]:
-    """Every checkpoint ``(seq, hash, note)``, by seq."""
-    query = sa.select(audit_checkpoints.c.seq, audit_checkpoints.c.hash, audit_checkpoints.c.note)
+def load_audit_checkpoints(store: Store, *, chain: str | None = None) -> list[tuple[int, str, str | None]]:
+    """Every checkpoint ``(seq, hash, note)`` of ``chain``, by seq."""
+    table = audit_checkpoints
+    query = sa.select(table.c.seq, table.c.hash, table.c.note).where(table.c.chain == (chain or ""))
     with store.engine.connect() as connection:
-        rows = connection.execute(query.order_by(audit_checkpoints.c.seq)).all()
+        rows = connection.execute(query.order_by(table.c.seq)).all()
     return [(int(row.seq), str(row.hash), row.note) for row in rows]
 
 
-def delete_audit_checkpoints_before(store: Store, seq: int) -> int:
-    """Drop the checkpoints of events deleted by retention (seq below ``seq``)."""
+def delete_audit_checkpoints_before(store: Store, seq: int, *, chain: str | None = None) -> int:
+    """Drop the checkpoints of ``chain``'s events deleted by retention (seq below ``seq``)."""
+    table = audit_checkpoints
     with store.engine.begin() as connection:
-        result = connection.execute(audit_checkpoints.delete().where(audit_checkpoints.c.seq < seq))
+        result = connection.execute(table.delete().where(table.c.chain == (chain or ""), table.c.seq < seq))
     return int(result.rowcount or 0)
+
+
+def anchored_audit_chains(store: Store) -> list[str | None]:
+    """Every chain the database holds a head or checkpoints of (None: the chain without a host)."""
+    prefix = f"{AUDIT_HEAD}:"
+    with store.engine.connect() as connection:
+        names = connection.execute(sa.select(kv.c.name).where(
+            sa.or_(kv.c.name == AUDIT_HEAD, kv.c.name.startswith(prefix, autoescape=True)))).scalars()
+        heads = {name[len(prefix):] if name != AUDIT_HEAD else "" for name in names}
+        points = set(connection.execute(sa.select(audit_checkpoints.c.chain).distinct()).scalars())
+    return [chain or None for chain in sorted(heads | points)]

@@ -177,6 +177,8 @@ class KansliWorker:
             self.current.discard(run_id)
         logger.log("INFO" if status == "succeeded" else "WARNING", "job {}: run {} of {} ended {}",
                    job_id, run_id, job.robot, status)
+        if job.notify:
+            await asyncio.to_thread(self._notify, job, run_id)
         if status in RETRY_STATUSES and job.attempt < job.retries and self.app is not None:
             await self._retry_later(job)
 
@@ -265,6 +267,14 @@ class KansliWorker:
         self.store.mark_interrupted([run_id], reason[:2000])
         Runner(self.settings, self.store).close_in_audit(run_id, "process_exited")
         return "interrupted"
+
+    def _notify(self, job: RunJob, run_id: str) -> None:
+        from shared.notify import notify_run
+
+        record = self.store.get_run(run_id)
+        if record is not None:
+            schedule = job.trigger.removeprefix("schedule:") if job.trigger.startswith("schedule:") else None
+            notify_run(record, self.store.list_items(run_id), job.notify, self.settings, schedule_id=schedule)
 
     async def _retry_later(self, job: RunJob) -> None:
         from shared.runner import new_run_id

@@ -324,3 +324,39 @@ def test_a_failed_login_of_one_context_costs_that_context_not_the_run(
         one_case_per_valid_row(eservice, rows)
     log = (Path(record.run_dir or "") / "log.txt").read_text(encoding="utf-8")
     assert "browser context 2 could not log in" in log and "HTTP 500" in log, log
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_a_worker_killed_in_the_middle_leaves_the_register_to_another_host_one_case_per_row(
+    eservice: RunningSite, database_url: str, tmp_path: Path
+) -> None:
+    from tests.shared.test_worker import Cluster, wait_until
+
+    rows = list(range(2, 26))
+    source = register(tmp_path / "inkomna.xlsx", rows)
+    cluster = Cluster(tmp_path / "hosts", database_url, robots_package="robots")
+    try:
+        cluster.start_worker("robot-1", "--robots", "intake_forms", "--tags", "chromium")
+        cluster.start_worker("robot-2", "--robots", "intake_forms", "--tags", "chromium")
+        run_id = cluster.queue("intake_forms", input=source, fast="true", output_dir=tmp_path / "ut")
+        store = cluster.store()
+
+        def keyed_some() -> bool:
+            record = store.get_run(run_id)
+            assert record is not None and record.status in ("queued", "running"), record
+            return len(eservice.cases()) >= 6
+
+        wait_until(keyed_some, 180, "the first host to key some rows")
+        os.killpg(cluster.workers[cluster.host_of(run_id)].pid, signal.SIGKILL)  # it dies, with its run
+        finished = wait_until(lambda: [r for r in store.list_runs(robot="intake_forms")
+                                       if r.run_id != run_id and r.status not in ("queued", "running")],
+                              240, "another host to finish the register")
+        assert finished[0].status == "partial"  # the five bad rows of the demo register
+        one_case_per_valid_row(eservice, rows)
+        killed = store.get_run(run_id)
+        assert killed is not None and killed.status == "interrupted"
+        assert cluster.host_of(finished[0].run_id) != cluster.host_of(run_id)
+    finally:
+        cluster.stop()

@@ -80,3 +80,47 @@ def test_a_bad_viewport_names_the_variable(monkeypatch: pytest.MonkeyPatch, valu
         load_settings()
     monkeypatch.setenv("KANSLI_BROWSER__VIEWPORT", "1024x640")
     assert load_settings().browser.viewport_size == (1024, 640)
+
+
+# -- the settings file kansli.toml ---------------------------------------------------------------
+
+
+def test_settings_file_sets_target_limits_and_variables_override_it(
+    kansli_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (kansli_env / "kansli.toml").write_text(
+        '[targets.eservice]\nmax_sessions = 3\n\n[browser]\nheadless = false\ntimeout_ms = 4000\n',
+        encoding="utf-8")
+    settings = load_settings()
+    assert settings.targets["eservice"].max_sessions == 3 and settings.browser.headless is False
+    monkeypatch.setenv("KANSLI_TARGETS__ESERVICE__MAX_SESSIONS", "5")
+    monkeypatch.setenv("KANSLI_BROWSER__HEADLESS", "true")
+    overridden = load_settings()
+    assert overridden.targets["eservice"].max_sessions == 5
+    assert overridden.browser.headless is True and overridden.browser.timeout_ms == 4000
+
+
+def test_settings_file_named_by_variable_and_its_errors_name_file_key_and_line(
+    kansli_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    file = kansli_env / "etc" / "kansli-prod.toml"
+    file.parent.mkdir()
+    monkeypatch.setenv("KANSLI_CONFIG_FILE", str(file))
+    with pytest.raises(ConfigError, match=r"settings file .*kansli-prod.toml not found \(KANSLI_CONFIG"):
+        load_settings()
+    file.write_text("[targets.eservice]\nmax_sessions = 2\n", encoding="utf-8")
+    assert load_settings().targets["eservice"].max_sessions == 2
+    file.write_text("[targets.eservice]\nmax_sessions = -1\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"invalid setting targets\.eservice\.max_sessions in .*-prod"):
+        load_settings()
+    file.write_text("[targets.eservice]\nmax_sessions = 2\nwait_s = \n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"kansli-prod\.toml is not valid TOML: .*\(at line 3, column 10\)"):
+        load_settings()
+
+
+def test_cli_bad_settings_file_is_one_line_and_exit_4(kansli_env: Path) -> None:
+    (kansli_env / "kansli.toml").write_text("[targets.eservice]\nmax_sessions = 'tre'\n", encoding="utf-8")
+    result = kansli("runs", cwd=kansli_env)
+    assert result.returncode == 4
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "targets.eservice.max_sessions in kansli.toml" in lines[0], lines

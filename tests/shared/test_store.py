@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from shared.store import ItemRecord, RunRecord, Store, utcnow
+from shared.store import SCHEMA_VERSION, ItemRecord, RunRecord, Store, utcnow
 
 POSTGRES_URL = os.environ.get("KANSLI_TEST_POSTGRES_URL")
 
@@ -119,7 +119,7 @@ def test_a_version_1_ledger_is_migrated_into_queues_keyed_by_business_key(tmp_pa
     shutil.copy(V1_LEDGER, copy)
     store = Store(f"sqlite:///{copy}")
     assert store.get_meta("schema_version") is not None
-    assert store.get_meta("schema_version")[0] == "2"  # type: ignore[index]
+    assert store.get_meta("schema_version")[0] == str(SCHEMA_VERSION)  # type: ignore[index]
     assert list_queues(store) == {"counting": {"done": 6}, "evidence": {"done": 2, "business_error": 1,
                                                                         "app_error": 1}}
     counting = WorkQueue(store, "counting")

@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,16 +41,18 @@ class Cluster:
 
     root: Path
     url: str
+    robots_package: str = "tests.sample_robots"
     workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def env(self, host: str, **extra: str) -> dict[str, str]:
         return {**os.environ, "PYTHONPATH": import_path(), "KANSLI_EXECUTION": "procrastinate",
                 "KANSLI_DATABASE_URL": self.url, "KANSLI_HOST_ID": host,
                 "KANSLI_DATA_DIR": str(self.root / host / "data"), "KANSLI_LOG_DIR": str(self.root / "log"),
-                "KANSLI_ROBOTS_PACKAGE": "tests.sample_robots", "KANSLI_CLUSTER__HEARTBEAT_S": "0.5",
+                "KANSLI_ROBOTS_PACKAGE": self.robots_package, "KANSLI_CLUSTER__HEARTBEAT_S": "0.5",
                 "KANSLI_CLUSTER__HEARTBEAT_TIMEOUT_S": "5", **extra}
 
     def start_worker(self, host: str, *args: str) -> subprocess.Popen[bytes]:
+        self.root.mkdir(parents=True, exist_ok=True)
         log = (self.root / f"{host}.log").open("ab")
         process = subprocess.Popen([*KANSLI, "worker", "--log-level", "DEBUG", *args], env=self.env(host),
                                    stdout=log, stderr=log, cwd=self.root, start_new_session=True)
@@ -70,6 +73,28 @@ class Cluster:
         result = self.cli("run", robot, "--queue-it", "--json", *args)
         assert result.returncode == 0, result.stderr
         return str(json.loads(result.stdout)["run_id"])
+
+    def enqueue(self, robot: str, params: dict[str, Any], **options: Any) -> str:
+        """Queue a run through the Python API (the scheduler's way: timeout, retries)."""
+        from shared.execution import enqueue_run
+        from shared.settings import load_settings
+
+        settings = load_settings(database_url=self.url, execution="procrastinate",
+                                 robots_package=self.robots_package, data_dir=self.root / "api" / "data",
+                                 log_dir=self.root / "log")
+        run_id = enqueue_run(settings, robot, params, **options)
+        assert run_id is not None
+        return run_id
+
+    def host_of(self, run_id: str) -> str:
+        """The host whose worker took the run."""
+        import sqlalchemy as sa
+
+        from shared.store import cluster_runs
+
+        with self.store().engine.connect() as connection:
+            return str(connection.execute(sa.select(cluster_runs.c.host)
+                                          .where(cluster_runs.c.run_id == run_id)).scalar())
 
     def store(self) -> Store:
         return Store(self.url)
@@ -164,8 +189,10 @@ def test_a_killed_worker_leaves_its_queue_to_another_host_each_key_done_once(
     WorkQueue(cluster.store(), "bulk").enqueue_many((f"c{n:02d}", {"n": n}) for n in range(12))
     hold.write_text("c04")
     first = cluster.start_worker("w1", "--robots", "drain")
-    run_id = cluster.queue("drain", cases=cases, hold=hold)
+    run_id = cluster.queue("drain", cases=cases, hold=hold, delay=0.3)  # >1 s: a batch of item events
     wait_until(hold.with_suffix(".reached").exists, 120, "the run to reach item c04")
+    wait_until(lambda: json.loads(cluster.cli("audit", "search", "--host", "w1", "--event", "item.outcome",
+                                              "--json").stdout), 60, "w1's first item events in its chain")
     os.killpg(first.pid, signal.SIGKILL)  # the host dies: its worker and the run it was doing
     first.wait()
     hold.unlink()
@@ -180,6 +207,14 @@ def test_a_killed_worker_leaves_its_queue_to_another_host_each_key_done_once(
     assert finisher and finisher[0].status == "succeeded"
     items = {item.key: item for item in store.list_items(finisher[0].run_id)}
     assert items["c04"].outcome == "done"  # reconciled: found keyed, not keyed again
+    verified = cluster.cli("audit", "verify", "--json")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    events = json.loads(cluster.cli("audit", "search", "--run", run_id, "--json").stdout)
+    finished = [event for event in events if event["event"] == "run.finished"]
+    assert len(finished) == 1 and finished[0]["data"]["cause"] == "worker_gone"
+    assert finished[0]["host"] == "w2"  # closed in the trail by the host that found it dead
+    outcomes = Counter(event["data"]["item_key"] for event in events if event["event"] == "item.outcome")
+    assert outcomes and max(outcomes.values()) == 1  # no item written twice (w1's events, w2's recovery)
 
 
 def restart_postgresql() -> None:
@@ -212,3 +247,28 @@ def test_workers_survive_a_postgresql_restart_and_nothing_is_lost(cluster: Clust
     assert cluster.wait_final([again], 240)[again].status == "succeeded"
     assert {item.status for item in WorkQueue(store, "bulk").items(limit=1000)} == {"done"}
     assert cases_by_key(cases) == {f"c{n:03d}": 1 for n in range(80)}
+
+
+@POSTGRES
+def test_a_worker_kills_a_run_at_its_timeout_and_retries_a_failed_one(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    import psutil
+
+    cluster.start_worker("w1", "--robots", "sleeper,crashing")
+    ready = tmp_path / "ready"
+    timed = cluster.enqueue("sleeper", {"seconds": 300, "ready": str(ready)}, schedule_timeout=3)
+    store = cluster.store()
+    # "cancelled" first (the run's own SIGTERM handler), then the worker's verdict
+    record = wait_until(lambda: (r := store.get_run(timed)) is not None and r.status == "timeout" and r, 120,
+                        "the run to be recorded timed out")
+    assert "timed out after 3 s" in (record.error or "")
+    wait_until(lambda: not psutil.pid_exists(int(ready.read_text())), 60, "the run's process to be gone")
+    first = cluster.enqueue("crashing", {"message": "nere"}, trigger="schedule:natt", retries=1,
+                            retry_backoff=0.1)
+    tried = wait_until(lambda: [r for r in store.list_runs(robot="crashing") if r.status in FINAL]
+                       if len([r for r in store.list_runs(robot="crashing") if r.status in FINAL]) == 2
+                       else None, 120, "the run and its retry")
+    assert {r.status for r in tried} == {"failed"} and {r.trigger for r in tried} == {"schedule:natt"}
+    assert first in {r.run_id for r in tried}
+    assert [r.run_id for r in store.list_runs(robot="crashing")] == [r.run_id for r in tried]  # no third
