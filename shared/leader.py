@@ -9,9 +9,12 @@
   vanished (the server's TCP keepalives, set on the session). The leader's own watchdog notices a dead
   connection sooner than that, so it stops firing before anyone else can lead.
 * :class:`FireLedger`: table ``kansli_schedule_fires``, one row per (schedule, planned time). A
-  leader claims a fire (``claimed``) before APScheduler moves the job on, and marks it ``started``
-  right before the run starts. A claim left ``claimed`` by a leader that died is taken over by the
-  next leader within the fire's misfire grace; the conditional updates make the fire happen once.
+  leader claims a fire (``claimed``) before APScheduler moves the job on, marks it ``started`` right
+  before the run starts, and ``spawned`` (or ``queued``) once it has. A fire left ``claimed`` by a
+  leader that died, or ``started`` without a trace of its run, is taken over by the next leader
+  within the fire's misfire grace; the conditional updates make the fire happen once. (A row left
+  ``started`` is judged only after 10 polls: a run whose process started but had not written its
+  record by then would run twice.)
 * Standby rows in ``kansli_meta`` (``scheduler.standby:<host>:<pid>``) let ``kansli schedules``
   show the standbys next to the leader.
 
@@ -39,7 +42,7 @@ from loguru import logger
 from sqlalchemy.engine import make_url
 
 from shared.redaction import redact
-from shared.store import Store, kv, schedule_fires, utcnow
+from shared.store import QUEUED, Store, kv, runs, schedule_fires, utcnow
 
 #: The advisory lock key of the scheduler lead: the first 8 bytes of sha256("kansli scheduler"), signed.
 #: In ``pg_locks``: locktype advisory, classid 2610282018, objid 1000380676, objsubid 1.
@@ -260,16 +263,24 @@ class Fire:
 
 @dataclass
 class Orphan:
-    """A fire a previous leader claimed and never started."""
+    """A fire a previous leader claimed and never started (``claimed``), or marked ``started`` and
+    died before its run started or was queued."""
 
     schedule_id: str
     planned: datetime
     run_id: str
     host: str
+    state: str = "claimed"
 
 
 class FireLedger:
-    """The fires of this leader's lead (its ``term``), in ``kansli_schedule_fires``."""
+    """The fires of this leader's lead (its ``term``), in ``kansli_schedule_fires``.
+
+    A fire's states: ``claimed`` (before APScheduler moves its job on), ``started`` (right before its
+    run starts), then ``spawned`` (the run's process started here) or ``queued`` (its job added for
+    the workers); or at once ``skipped``, ``missed``, ``coalesced`` (into a later fire due at the same
+    moment), ``paused``.
+    """
 
     def __init__(self, store: Store, host: str, term: str) -> None:
         self.store = store
@@ -285,7 +296,7 @@ class FireLedger:
                 schedule_fires.c.schedule_id == schedule_id,
                 schedule_fires.c.planned == planned_key(planned))).one()
         if (row.state == "claimed" and row.term != self.term
-                and self._take(schedule_id, row.planned, row.run_id, run_id)):
+                and self._take(schedule_id, row.planned, row.run_id, run_id, "claimed")):
             return Fire(schedule_id, planned, run_id, taken_from=row.host)
         return Fire(schedule_id, planned, None, holder=row.host, state=row.state)
 
@@ -299,24 +310,20 @@ class FireLedger:
         with self.store.engine.begin() as connection:
             return connection.execute(insert, values).first() is not None
 
-    def _take(self, schedule_id: str, planned: str, old_run_id: str, run_id: str) -> bool:
-        """Take over a claim another lead left unstarted (its leader died or lost the lead)."""
+    def _take(self, schedule_id: str, planned: str, old_run_id: str, run_id: str, state: str) -> bool:
+        """Take over, as ``claimed``, a fire another lead left in ``state`` (its leader died or lost
+        the lead before its run started)."""
         with self.store.engine.begin() as connection:
             result = connection.execute(schedule_fires.update().where(
                 schedule_fires.c.schedule_id == schedule_id, schedule_fires.c.planned == planned,
-                schedule_fires.c.run_id == old_run_id, schedule_fires.c.state == "claimed",
-            ).values(host=self.host, term=self.term, run_id=run_id, fired_at=utcnow()))
+                schedule_fires.c.run_id == old_run_id, schedule_fires.c.state == state,
+            ).values(host=self.host, term=self.term, run_id=run_id, state="claimed", fired_at=utcnow()))
         return bool(result.rowcount)
 
-    def start(self, schedule_id: str, planned: datetime, run_id: str) -> bool:
-        """Mark the claimed fire started, right before its run starts; False: it is no longer this
-        run's (a later leader took it over), so it must not start."""
-        return self.settle(schedule_id, planned, run_id, "started")
-
     def settle(self, schedule_id: str, planned: datetime, run_id: str, state: str,
-               new_run_id: str | None = None) -> bool:
-        """Move a claimed fire to ``state`` (started, skipped, missed); False if it is not claimed
-        by ``run_id`` (any more)."""
+               new_run_id: str | None = None, was: str = "claimed") -> bool:
+        """Move a fire of ``run_id`` from ``was`` to ``state``; False if it is not in ``was`` for
+        ``run_id`` (any more: another leader took it over)."""
         values: dict[str, Any] = {"state": state}
         if new_run_id is not None:
             values["run_id"] = new_run_id
@@ -324,30 +331,26 @@ class FireLedger:
             result = connection.execute(schedule_fires.update().where(
                 schedule_fires.c.schedule_id == schedule_id,
                 schedule_fires.c.planned == planned_key(planned),
-                schedule_fires.c.run_id == run_id, schedule_fires.c.state == "claimed",
+                schedule_fires.c.run_id == run_id, schedule_fires.c.state == was,
             ).values(**values))
         return bool(result.rowcount)
 
-    def set_run(self, schedule_id: str, planned: datetime, run_id: str, state: str = "started") -> None:
-        """The run id of a started fire whose run got its id later (an enqueued job)."""
-        with self.store.engine.begin() as connection:
-            connection.execute(schedule_fires.update().where(
-                schedule_fires.c.schedule_id == schedule_id,
-                schedule_fires.c.planned == planned_key(planned), schedule_fires.c.term == self.term,
-            ).values(run_id=run_id, state=state))
-
-    def orphans(self, since: datetime) -> list[Orphan]:
-        """Fires claimed by other leads and never started, planned at ``since`` or later."""
+    def orphans(self, since: datetime, stuck_before: datetime) -> list[Orphan]:
+        """Fires of other leads planned at ``since`` or later: claimed and never started, or marked
+        started before ``stuck_before`` and never moved on (a leader that died right then)."""
+        stuck = sa.and_(schedule_fires.c.state == "started",
+                        schedule_fires.c.fired_at < planned_key(stuck_before))
         query = sa.select(schedule_fires).where(
-            schedule_fires.c.state == "claimed", schedule_fires.c.term != self.term,
+            sa.or_(schedule_fires.c.state == "claimed", stuck), schedule_fires.c.term != self.term,
             schedule_fires.c.planned >= planned_key(since)).order_by(schedule_fires.c.planned)
         with self.store.engine.connect() as connection:
             rows = connection.execute(query).all()
-        return [Orphan(row.schedule_id, datetime.fromisoformat(row.planned), row.run_id, row.host)
+        return [Orphan(row.schedule_id, datetime.fromisoformat(row.planned), row.run_id, row.host, row.state)
                 for row in rows]
 
     def take_over(self, orphan: Orphan, run_id: str) -> bool:
-        return self._take(orphan.schedule_id, planned_key(orphan.planned), orphan.run_id, run_id)
+        return self._take(orphan.schedule_id, planned_key(orphan.planned), orphan.run_id, run_id,
+                          orphan.state)
 
     def prune(self, before: datetime) -> int:
         """Forget fires planned before ``before`` (the run history keeps every run)."""
@@ -355,6 +358,29 @@ class FireLedger:
             result = connection.execute(schedule_fires.delete().where(
                 schedule_fires.c.planned < planned_key(before)))
         return int(result.rowcount or 0)
+
+
+def left_a_trace(store: Store, run_id: str) -> bool:
+    """Whether a run a leader marked started exists: its record (written by its process), or its job
+    waiting for a worker."""
+    record = store.get_run(run_id)
+    if record is None:
+        return False
+    if record.status != QUEUED:
+        return True
+    with store.engine.connect() as connection:
+        if connection.execute(sa.text("SELECT to_regclass('procrastinate_jobs')")).scalar() is None:
+            return False
+        return bool(connection.execute(sa.text(
+            "SELECT EXISTS (SELECT 1 FROM procrastinate_jobs WHERE args ->> 'run_id' = :run_id)"),
+            {"run_id": run_id}).scalar())
+
+
+def close_unqueued(store: Store, run_id: str, reason: str) -> None:
+    """Close the ``queued`` record of a run whose job was never added (its leader died first)."""
+    with store.engine.begin() as connection:
+        connection.execute(runs.update().where(runs.c.run_id == run_id, runs.c.status == QUEUED)
+                           .values(status="interrupted", finished_at=utcnow(), error=reason))
 
 
 def fired(store: Store, schedule_id: str, planned: datetime) -> bool:

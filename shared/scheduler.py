@@ -72,9 +72,11 @@ from shared.leader import (
     FireLedger,
     Leadership,
     Orphan,
+    close_unqueued,
     fired,
     forget_stale_standbys,
     forget_standby,
+    left_a_trace,
     planned_key,
     short_reason,
     standby_name,
@@ -94,6 +96,7 @@ from shared.schedules import (
 )
 from shared.settings import Settings
 from shared.store import (
+    QUEUED,
     RunRecord,
     Store,
     add_operator_action,
@@ -117,6 +120,7 @@ CONTROL_INTERVAL = 0.5
 RETRY_STATUSES = ("failed", "interrupted")
 FIRES_KEPT = timedelta(days=7)
 STANDBYS_KEPT = 86400.0
+TAKEOVER_SCAN_INTERVAL = 5.0
 STDERR_TAIL = 2000
 
 _active_daemon: Daemon | None = None
@@ -478,6 +482,7 @@ class Daemon:
         self._stop_deadline: float | None = None
         self._sync_requested = False
         self._last_heartbeat = 0.0
+        self._last_takeover_scan = 0.0
 
     # -- setup ------------------------------------------------------------------------------------
 
@@ -961,6 +966,11 @@ class Daemon:
         if self._sync_requested:
             self._sync_requested = False
             self._resync()
+        if now - self._last_takeover_scan >= TAKEOVER_SCAN_INTERVAL:
+            try:
+                self._take_over_fires()
+            except DATABASE_ERRORS as error:
+                logger.warning("could not look for fires a previous leader left: {}", short_reason(error))
         for request in pending_schedule_requests(self.store):
             self._handle_request(request.request_id, request.schedule_id, request.action)
 
@@ -1056,11 +1066,11 @@ class Daemon:
                            "it; this leader runs it", job.id, planned.isoformat(), fire.taken_from)
         return fire
 
-    def _settle(self, fire: Fire, state: str) -> bool:
-        """Move this daemon's claimed fire to ``state``; False (logged) when another leader took it."""
+    def _settle(self, fire: Fire, state: str, was: str = "claimed") -> bool:
+        """Move this daemon's fire from ``was`` to ``state``; False (logged) when another leader took it."""
         assert self.ledger is not None and fire.run_id is not None
         try:
-            if self.ledger.settle(fire.schedule_id, fire.planned, fire.run_id, state):
+            if self.ledger.settle(fire.schedule_id, fire.planned, fire.run_id, state, was=was):
                 return True
         except DATABASE_ERRORS as error:
             logger.error("schedule {}: its run planned for {} not started: the database failed: {}",
@@ -1071,39 +1081,56 @@ class Daemon:
         return False
 
     def _take_over_fires(self) -> None:
-        """Fires a previous leader claimed and never started: run within their grace, once."""
+        """Fires a previous leader claimed and never started: run within their grace, once. At the
+        start of a lead, then every few seconds (a fire marked started whose run left no trace is
+        only looked at once its leader would have started it long ago)."""
         if self.ledger is None:
             return
         now = datetime.now(UTC)
+        self._last_takeover_scan = time.monotonic()
         self.ledger.prune(now - FIRES_KEPT)
         longest = max((schedule.misfire_grace for schedule in self.schedules.values()), default=0.0)
-        for orphan in self.ledger.orphans(now - timedelta(seconds=longest + 60)):
+        stuck = now - timedelta(seconds=max(10.0, 10 * self.settings.cluster.leader_poll_s))
+        for orphan in self.ledger.orphans(now - timedelta(seconds=longest + 60), stuck):
             schedule = self.schedules.get(orphan.schedule_id)
-            if schedule is not None and schedule.queue is None:
+            if schedule is not None and schedule.queue is None and not self._ran_anyway(orphan):
                 self._take_over(schedule, orphan, now)
+
+    def _ran_anyway(self, orphan: Orphan) -> bool:
+        """A fire marked started by a leader that died right then: did its run start all the same?"""
+        assert self.ledger is not None
+        if orphan.state != "started" or not left_a_trace(self.store, orphan.run_id):
+            return False
+        record = self.store.get_run(orphan.run_id)
+        state = "queued" if record is not None and record.status == QUEUED else "spawned"
+        self.ledger.settle(orphan.schedule_id, orphan.planned, orphan.run_id, state, was="started")
+        return True
 
     def _take_over(self, schedule: Schedule, orphan: Orphan, now: datetime) -> None:
         assert self.ledger is not None
         job = self.scheduler.get_job(schedule.id, "default")
         due = job._get_run_times(now) if job is not None and job.next_run_time is not None else []
-        if due and due[-1] == orphan.planned:
+        if orphan.state == "claimed" and due and due[-1] == orphan.planned:
             return  # the job is due at that very time: its claim takes the fire over (a claim in place)
         if job is not None and (job.next_run_time is None or (due and due[-1] > orphan.planned)):
             # paused; or a later fire of it is due now, and the missed ones coalesce into it
             if self._settle(Fire(schedule.id, orphan.planned, orphan.run_id),
-                            "coalesced" if due else "paused"):
+                            "coalesced" if due else "paused", was=orphan.state):
                 logger.info("schedule {}: its run planned for {} (claimed by {}, never started) is "
                             "{}", schedule.id, orphan.planned.isoformat(), orphan.host,
                             "coalesced into the one due now" if due else "not run: paused")
             return
         run_id = new_run_id()
         if (now - orphan.planned).total_seconds() > schedule.misfire_grace:
-            if self.ledger.settle(schedule.id, orphan.planned, orphan.run_id, "missed", new_run_id=run_id):
+            if self.ledger.settle(schedule.id, orphan.planned, orphan.run_id, "missed", new_run_id=run_id,
+                                  was=orphan.state):
+                close_unqueued(self.store, orphan.run_id, f"not queued: {orphan.host} died first")
                 self._record_missed(schedule, orphan.planned, run_id,
                                     f"claimed by {orphan.host}, which did not start it")
             return
         if not self.ledger.take_over(orphan, run_id):
             return
+        close_unqueued(self.store, orphan.run_id, f"not queued: {orphan.host} died first; run as {run_id}")
         logger.warning("schedule {}: its run planned for {} was claimed by {}, which never started it; "
                        "this leader runs it", schedule.id, orphan.planned.isoformat(), orphan.host)
         self.scheduler.add_job(fire_taken_over, args=[schedule.id, planned_key(orphan.planned), run_id,
@@ -1157,6 +1184,8 @@ class Daemon:
             record_action(self.store, "schedule.retry", schedule.id,
                           {"run_id": run_id, "retry_of": retry[0], "attempt": retry[1]})
         child = self._spawn(schedule, run_id)
+        if fire is not None:
+            self._advance(fire, "spawned")
         late = (datetime.now(UTC) - planned).total_seconds() * 1000 if planned else 0.0
         logger.info("schedule {}: run {} started, pid {}, planned {}, late by {:.1f} ms", schedule.id,
                     run_id, child.pid, planned.isoformat() if planned else "now (request or retry)", late)
@@ -1208,9 +1237,9 @@ class Daemon:
                              queueing_lock=trigger, schedule_timeout=schedule.timeout,
                              retries=schedule.retries, retry_backoff=schedule.retry_backoff, run_id=run_id,
                              store=self.store)
+        if fire is not None:
+            self._advance(fire, "queued" if queued else "skipped")
         if queued is None:  # recorded skipped: a run of it still waits for a worker
-            if fire is not None and self.ledger is not None:
-                self.ledger.set_run(schedule.id, fire.planned, run_id, state="skipped")
             return
         late = (datetime.now(UTC) - planned).total_seconds() * 1000 if planned else 0.0
         logger.info("schedule {}: run {} queued for the workers, planned {}, late by {:.1f} ms", schedule.id,
@@ -1218,6 +1247,15 @@ class Daemon:
         if request_id is not None:
             record_action(self.store, "schedule.trigger.started", schedule.id,
                           {"request_id": request_id, "run_id": run_id})
+
+    def _advance(self, fire: Fire, state: str) -> None:
+        """A started fire's run started (``spawned``), or was queued: no later leader looks at it."""
+        assert self.ledger is not None and fire.run_id is not None
+        try:
+            self.ledger.settle(fire.schedule_id, fire.planned, fire.run_id, state, was="started")
+        except DATABASE_ERRORS as error:  # its run record tells the next leader
+            logger.warning("schedule {}: run {}: could not note its start: {}", fire.schedule_id,
+                           fire.run_id, short_reason(error))
 
     def _spawn(self, schedule: Schedule, run_id: str) -> ChildRun:
         stderr = tempfile.TemporaryFile()

@@ -19,17 +19,18 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from shared.audit import AuditLog
 from shared.leader import LEADER_KEY, planned_key
 from shared.scheduler import daemon_status
 from shared.settings import load_settings
-from shared.store import list_operator_actions, save_schedule_states, schedule_fires
+from shared.store import RunRecord, list_operator_actions, save_schedule_states, schedule_fires
 from tests.conftest import KANSLI, kansli
 from tests.shared.test_scheduler import Daemons, wait_until
 
 pytestmark = pytest.mark.slow
 
 POLL = 1.0
+#: A fire's states once its run started here, or was queued for the workers.
+RAN = ("spawned", "queued")
 #: A takeover: the standby's next poll, then its start as leader, on a loaded 2-core machine.
 TAKEOVER_WAIT = POLL + 45.0
 
@@ -56,8 +57,14 @@ class Cluster(Daemons):
         with self.store.engine.connect() as connection:
             return list(connection.execute(sa.select(schedule_fires).order_by(schedule_fires.c.planned)))
 
-    def fired_by(self, host: str) -> list[Any]:
-        return [row for row in self.fires() if row.host == host and row.state == "started"]
+    def fired_by(self, host: str, schedule_id: str = "tick") -> list[Any]:
+        return [row for row in self.fires()
+                if row.host == host and row.schedule_id == schedule_id and row.state in RAN]
+
+    def settled(self, before: datetime) -> bool:
+        """Every fire planned before ``before`` ran or was recorded: none is left claimed or started."""
+        return not [row for row in self.fires() if datetime.fromisoformat(row.planned) < before
+                    and row.state in ("claimed", "started")]
 
     def ended(self, schedule_id: str) -> bool:
         return all(run.status != "running" for run in self.runs(schedule_id))
@@ -73,8 +80,11 @@ def cluster(database_url: str, kansli_env: Path, monkeypatch: pytest.MonkeyPatch
 
 
 def scheduled(schedule_id: str) -> list[dict[str, Any]]:
-    trail = AuditLog.from_settings(load_settings())
-    return [e for e in trail.search(event="run.scheduled") if e["data"]["schedule"] == schedule_id]
+    """The ``run.scheduled`` events of ``schedule_id`` in every host's audit chain."""
+    from shared.audit_trails import AuditTrails
+
+    trails = AuditTrails(load_settings())
+    return [e for e in trails.search(event="run.scheduled") if e["data"]["schedule"] == schedule_id]
 
 
 def assert_each_fire_once(
@@ -82,10 +92,11 @@ def assert_each_fire_once(
 ) -> None:
     """Every fire planned before ``before`` ended one way, and each run ran one planned time once
     (``restarted``: runs may have failed while the database was down)."""
-    rows = [row for row in cluster.fires() if datetime.fromisoformat(row.planned) < before]
-    assert not [row for row in rows if row.state == "claimed"], "a claimed fire was never run"
+    rows = [row for row in cluster.fires()
+            if row.schedule_id == schedule_id and datetime.fromisoformat(row.planned) < before]
+    assert not [row for row in rows if row.state in ("claimed", "started")], "a fire was never run"
     runs = {run.run_id: run for run in cluster.runs(schedule_id)}
-    started = [row for row in rows if row.state == "started"]
+    started = [row for row in rows if row.state in RAN]
     for row in started:
         status = runs[row.run_id].status
         assert status == "succeeded" or (restarted and status not in ("running", "queued")), row
@@ -118,8 +129,11 @@ def test_one_daemon_leads_and_the_standby_takes_over_when_it_is_killed(cluster: 
     wait_until(lambda: len(cluster.fired_by("host-a")) >= 2, timeout=60, what="two fires of host-a")
     first.kill()  # SIGKILL: its connection, and so its lock, dies with it
     first.wait()
+    killed = datetime.now(UTC)
     wait_until(lambda: cluster.leader_pid() == second.pid, timeout=TAKEOVER_WAIT, what="host-b to lead")
     wait_until(lambda: len(cluster.fired_by("host-b")) >= 3, timeout=60, what="three fires of host-b")
+    # a fire host-a claimed, or marked started, when it was killed is run by host-b
+    wait_until(lambda: cluster.settled(killed), timeout=60, what="the fires of host-a to be settled")
     wait_until(lambda: cluster.ended("tick"), timeout=60, what="the runs to end")
     stopping = datetime.now(UTC)
     assert cluster.stop(second) == 0
@@ -135,13 +149,14 @@ def test_one_daemon_leads_and_the_standby_takes_over_when_it_is_killed(cluster: 
 
 
 def claim_as_dead_leader(
-    cluster: Cluster, schedule_id: str, planned: datetime, state: str = "claimed"
+    cluster: Cluster, schedule_id: str, planned: datetime, state: str = "claimed",
+    fired_at: datetime | None = None,
 ) -> None:
     """The row a leader leaves when it dies after claiming a fire (and before starting it)."""
     with cluster.store.engine.begin() as connection:
         connection.execute(schedule_fires.insert().values(
             schedule_id=schedule_id, planned=planned_key(planned), host="host-dead", term="host-dead:0",
-            run_id=f"dead-{schedule_id}", state=state, fired_at=planned_key(planned)))
+            run_id=f"dead-{schedule_id}", state=state, fired_at=planned_key(fired_at or planned)))
 
 
 @pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
@@ -154,7 +169,9 @@ def test_a_fire_a_dead_leader_claimed_is_run_once_within_its_grace(cluster: Clus
         ("done", "ticker", recent, "1h"), ("in-place", "counting", recent, "1h")))  # robots of their own:
         # no run of them is skipped by another's robot lock
         + '[[schedule]]\nid = "often"\nrobot = "sleeper"\nevery = "5s"\nmisfire_grace = "1h"\n'
-        'params = { seconds = 0 }\n')
+        'params = { seconds = 0 }\n\n'
+        f'[[schedule]]\nid = "stuck"\nrobot = "stamp"\nat = "{recent.isoformat()}"\nmisfire_grace = "1h"\n'
+        f'params = {{ log = "{cluster.work / "stamps.txt"}", seconds = 0 }}\n')
     # the dead leader had synced these schedules and APScheduler had dropped the one-off jobs; it died
     # before it moved the job of "in-place" on, and "often" on to a time now past
     from shared.registry import discover
@@ -167,10 +184,13 @@ def test_a_fire_a_dead_leader_claimed_is_run_once_within_its_grace(cluster: Clus
     store_job(cluster, "often", schedules["often"].trigger(), often)
     for name, planned in (("orphan", recent), ("too-late", old), ("in-place", recent), ("often", often)):
         claim_as_dead_leader(cluster, name, planned)
-    claim_as_dead_leader(cluster, "done", recent, state="started")
+    claim_as_dead_leader(cluster, "done", recent, state="spawned")  # its run started: never again
+    # marked started half a minute ago, no run: the leader died before it started the run's process
+    claim_as_dead_leader(cluster, "stuck", recent, state="started", fired_at=now - timedelta(seconds=30))
     daemon = cluster.start_host("host-new")
     wait_until(lambda: all(cluster.runs(name) and cluster.ended(name) for name in (
-        "orphan", "too-late", "in-place", "often")), timeout=60, what="the runs and the late one's record")
+        "orphan", "too-late", "in-place", "often", "stuck")), timeout=60,
+        what="the runs and the late one's record")
     assert cluster.stop(daemon) == 0
     [run] = cluster.runs("orphan")
     assert run.status == "succeeded"
@@ -182,13 +202,15 @@ def test_a_fire_a_dead_leader_claimed_is_run_once_within_its_grace(cluster: Clus
     assert "claimed by host-dead, which did not start it" in (missed.error or "")
     assert cluster.runs("done") == [] and scheduled("done") == []
     rows = {row.schedule_id: row for row in cluster.fires()}
-    assert (rows["orphan"].state, rows["orphan"].host, rows["orphan"].run_id) == ("started", "host-new",
+    assert (rows["orphan"].state, rows["orphan"].host, rows["orphan"].run_id) == ("spawned", "host-new",
                                                                                   run.run_id)
     assert (rows["too-late"].state, rows["too-late"].run_id) == ("missed", missed.run_id)
-    assert rows["done"].state == "started" and rows["done"].host == "host-dead"
+    assert rows["done"].state == "spawned" and rows["done"].host == "host-dead"
     assert "was claimed by host-dead, which never started it; this leader runs it" in cluster.log()
     [in_place] = cluster.runs("in-place")
-    assert (rows["in-place"].state, rows["in-place"].run_id) == ("started", in_place.run_id)
+    assert (rows["in-place"].state, rows["in-place"].run_id) == ("spawned", in_place.run_id)
+    [stuck] = cluster.runs("stuck")
+    assert (rows["stuck"].state, rows["stuck"].run_id, stuck.status) == ("spawned", stuck.run_id, "succeeded")
     assert scheduled("in-place")[0]["data"]["taken_over_from"] == "host-dead"
     # "often" missed its fires of 12, 7 and 2 s ago: one run, of the latest; the orphan coalesced into it
     often_rows = [row for row in cluster.fires() if row.schedule_id == "often"]
@@ -256,7 +278,7 @@ def test_the_schedulers_reconnect_after_a_postgresql_restart(cluster: Cluster) -
 
     def fired_after_restart() -> int:
         try:
-            return len([row for row in cluster.fires() if row.state == "started"
+            return len([row for row in cluster.fires() if row.state in RAN
                         and datetime.fromisoformat(row.fired_at) > restarted])
         except sa.exc.OperationalError:
             return 0  # the test's own pool meets the restart too
@@ -277,10 +299,24 @@ def test_with_procrastinate_the_leader_queues_its_fires_for_the_workers(cluster:
     """KANSLI_EXECUTION=procrastinate: a fire is a job a worker runs; a takeover queues none twice."""
     marker = cluster.work / "ticks.txt"
     cluster.env["KANSLI_EXECUTION"] = "procrastinate"
+    lost = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=5)
     cluster.write(f'[[schedule]]\nid = "tick"\nrobot = "ticker"\nevery = "3s"\nmisfire_grace = "60s"\n'
-                  f'params = {{ marker = "{marker}" }}\n')
+                  f'params = {{ marker = "{marker}" }}\n\n'
+                  f'[[schedule]]\nid = "lost"\nrobot = "counting"\nat = "{lost.isoformat()}"\n'
+                  'params = { count = 1 }\n')
+    # a leader that died while it queued the fire of "lost": the run recorded queued, no job added
+    from shared.registry import discover
+    from shared.schedules import load_schedules
+
+    schedules = load_schedules(cluster.folder, discover("tests.sample_robots")).by_id()
+    save_schedule_states(cluster.store, [(s.id, s.robot, s.fingerprint()) for s in schedules.values()
+                                         if s.id == "lost"])
+    claim_as_dead_leader(cluster, "lost", lost, state="started", fired_at=lost - timedelta(seconds=30))
+    cluster.store.create_run(RunRecord(
+        run_id="dead-lost", robot="counting", params={}, trigger="schedule:lost", actor="kansli@host-dead",
+        status="queued", started_at=planned_key(lost)))
     worker_log = (cluster.work / "worker.log").open("w")
-    worker = subprocess.Popen([*KANSLI, "worker", "--robots", "ticker", "--stop-grace", "5"],
+    worker = subprocess.Popen([*KANSLI, "worker", "--robots", "ticker,counting", "--stop-grace", "5"],
                               env={**cluster.env, "KANSLI_HOST_ID": "worker-1",
                                    "KANSLI_DATA_DIR": str(cluster.work / "worker-data")},
                               cwd=cluster.work, stdout=worker_log, stderr=worker_log, text=True)
@@ -291,8 +327,10 @@ def test_with_procrastinate_the_leader_queues_its_fires_for_the_workers(cluster:
     wait_until(lambda: len(cluster.fired_by("host-a")) >= 2, timeout=90, what="two fires of host-a")
     first.kill()
     first.wait()
+    killed = datetime.now(UTC)
     wait_until(lambda: cluster.leader_pid() == second.pid, timeout=TAKEOVER_WAIT, what="host-b to lead")
     wait_until(lambda: len(cluster.fired_by("host-b")) >= 2, timeout=90, what="two fires of host-b")
+    wait_until(lambda: cluster.settled(killed), timeout=60, what="the fires of host-a to be settled")
     stopping = datetime.now(UTC)
     assert cluster.stop(second) == 0
     wait_until(lambda: all(run.status not in ("running", "queued") for run in cluster.runs("tick")),
@@ -303,3 +341,9 @@ def test_with_procrastinate_the_leader_queues_its_fires_for_the_workers(cluster:
     assert_each_fire_once(cluster, "tick", stopping)
     ran = [run for run in cluster.runs("tick") if run.status == "succeeded"]
     assert len(marker.read_text().splitlines()) == len(ran) >= 4
+    again, closed = cluster.runs("lost")  # newest first
+    assert (closed.run_id, closed.status) == ("dead-lost", "interrupted")
+    assert closed.error == f"not queued: host-dead died first; run as {again.run_id}"
+    assert again.status == "succeeded"
+    [row] = [row for row in cluster.fires() if row.schedule_id == "lost"]
+    assert (row.state, row.run_id) == ("queued", again.run_id)
