@@ -235,6 +235,36 @@ def store_job(cluster: Cluster, schedule_id: str, trigger: Any, next_run: dateti
                          coalesce=True, max_instances=1, next_run_time=next_run))
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_a_leader_whose_lock_connection_dies_stops_firing_and_stands_by(cluster: Cluster) -> None:
+    """The lock's connection killed on the server (as a network cut would): no fire from it after."""
+    cluster.write('[[schedule]]\nid = "tick"\nrobot = "ticker"\nevery = "3s"\nmisfire_grace = "60s"\n')
+    first = cluster.start_host("host-a")
+    wait_until(lambda: cluster.leader_pid() == first.pid, timeout=60, what="host-a to lead")
+    second = cluster.start_host("host-b")
+    wait_until(lambda: "standing by: host-a" in cluster.log(1), timeout=60, what="host-b to stand by")
+    wait_until(lambda: len(cluster.fired_by("host-a")) >= 1, timeout=60, what="a fire of host-a")
+    with cluster.store.engine.connect() as connection:
+        killed = connection.execute(sa.text(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name = 'kansli scheduler host-a'")).scalar_one()
+    assert killed == 1
+    cut = datetime.now(UTC)
+    wait_until(lambda: "LOST the lead of the schedulers" in cluster.log(0), timeout=60,
+               what="host-a to notice")
+    lost_line = [line for line in cluster.log(0).splitlines() if "LOST the lead" in line][0]
+    assert "no new fires from this daemon" in lost_line
+    wait_until(lambda: len([row for row in cluster.fires() if row.state in RAN
+                            and datetime.fromisoformat(row.fired_at) > cut]) >= 2, timeout=60,
+               what="fires after the cut")
+    assert lock_holders(cluster) == 1
+    wait_until(lambda: cluster.ended("tick"), timeout=60, what="the runs to end")
+    stopping = datetime.now(UTC)
+    assert cluster.stop(first) == 0 and cluster.stop(second) == 0
+    assert_each_fire_once(cluster, "tick", stopping)
+
+
 def postgres_cluster() -> tuple[str, str] | None:
     """The local PostgreSQL cluster (version, name) this test may restart, if any."""
     if shutil.which("pg_ctlcluster") is None or os.geteuid() != 0 or not Path("/etc/postgresql").is_dir():
