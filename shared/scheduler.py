@@ -482,6 +482,8 @@ class Daemon:
         self._stop_deadline: float | None = None
         self._sync_requested = False
         self._last_heartbeat = 0.0
+        self._app: Any = None  # procrastinate mode: the app fires defer jobs through (_job_app)
+        self._app_lock = threading.Lock()
         self._last_takeover_scan = 0.0
 
     # -- setup ------------------------------------------------------------------------------------
@@ -562,6 +564,7 @@ class Daemon:
             self._ready.set()
             _active_daemon = None
             self._let_go()
+            self._close_job_app()
         logger.info("scheduler stopped")
         return 0
 
@@ -1194,7 +1197,7 @@ class Daemon:
                           {"request_id": request_id, "run_id": run_id})
         try:
             self._supervise(child)
-            record = self._closed_record(child)
+            record = self._until_reachable(self._closed_record, child)
             _log_end(schedule, record)
             return record
         finally:
@@ -1220,6 +1223,25 @@ class Daemon:
             logger.warning("schedule {}: run {}: {}", schedule.id, run_id, shift)
             record_action(self.store, "schedule.shifted", schedule.id, {"run_id": run_id, "reason": shift})
 
+    def _job_app(self) -> Any:
+        """The procrastinate app fires defer their jobs through, opened once (its pool reconnects
+        after a database restart); closed when the daemon stops."""
+        with self._app_lock:
+            if self._app is None:
+                from shared.execution import ensure_schema, make_app
+
+                ensure_schema(self.settings)
+                app = make_app(self.settings, max_connections=2)
+                app.open()
+                self._app = app
+            return self._app
+
+    def _close_job_app(self) -> None:
+        with self._app_lock:
+            if self._app is not None:
+                self._app.close()
+                self._app = None
+
     def _enqueue(
         self, schedule: Schedule, planned: datetime | None, fire: Fire | None, request_id: int | None
     ) -> None:
@@ -1236,7 +1258,7 @@ class Daemon:
         queued = enqueue_run(self.settings, schedule.robot, schedule.params, trigger=trigger,
                              queueing_lock=trigger, schedule_timeout=schedule.timeout,
                              retries=schedule.retries, retry_backoff=schedule.retry_backoff, run_id=run_id,
-                             store=self.store)
+                             notify=schedule.notify, store=self.store, app=self._job_app())
         if fire is not None:
             self._advance(fire, "queued" if queued else "skipped")
         if queued is None:  # recorded skipped: a run of it still waits for a worker
@@ -1296,6 +1318,23 @@ class Daemon:
         record.status, record.finished_at, record.error = status, utcnow(), reason
         self.store.finish_run(record)
         Runner(self.settings, self.store).close_in_audit(record.run_id, status)
+
+    def _until_reachable(self, action: Callable[..., RunRecord], *args: Any) -> RunRecord:
+        """``action(*args)``, tried again while the database cannot be reached (it restarts): a
+        run's end is recorded once it is back, never dropped (given up after 10 minutes)."""
+        from sqlalchemy.exc import OperationalError
+
+        delay, deadline = 0.5, time.monotonic() + 600
+        while True:
+            try:
+                return action(*args)
+            except OperationalError as error:
+                if time.monotonic() > deadline:
+                    raise
+                logger.warning("the database is away ({}); recording the run's end again in {:g} s",
+                               str(error).splitlines()[0], delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
     def _closed_record(self, child: ChildRun) -> RunRecord:
         record = self.store.get_run(child.run_id)
