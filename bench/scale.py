@@ -93,7 +93,7 @@ class Bench:
         host = make_url(self.base_url).host or "127.0.0.1"
         if host not in LOCAL_HOSTS:
             raise SystemExit(f"the bench talks to the local PostgreSQL only, not {host}")
-        self.admin = sa.create_engine(self.base_url, isolation_level="AUTOCOMMIT")
+        self.admin = sa.create_engine(self.base_url, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
 
     def database(self) -> str:
         """The URL of a fresh database of its own."""
@@ -145,9 +145,22 @@ class Bench:
             engine = store_module._engines.pop(url, None)
             if engine is not None:
                 engine.dispose()
-            with self.admin.connect() as connection:
-                connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            self.drop(name)
         self.admin.dispose()
+
+    def drop(self, name: str, patience: float = 120) -> None:
+        """Drop a database, waiting for a PostgreSQL that restarts (another session's test may)."""
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                with self.admin.connect() as connection:
+                    connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                return
+            except sa.exc.OperationalError:
+                if time.monotonic() > deadline:
+                    print(f"could not drop the database {name}: drop it by hand")
+                    return
+                time.sleep(1)
 
 
 def cluster_settings(bench: Bench, url: str) -> Settings:
@@ -219,8 +232,8 @@ class Connections:
         sockets = {port(conn.laddr): conn.pid for conn in psutil.net_connections("tcp")
                    if conn.pid and port(conn.raddr) == 5432}
         counts: dict[tuple[str, str], int] = {}
-        for port, name in rows:
-            host, role = self.owner(sockets.get(port))
+        for client_port, name in rows:
+            host, role = self.owner(sockets.get(client_port))
             if role == "worker":  # its procrastinate pool names itself; its SQLAlchemy engine does not
                 role = "procrastinate" if (name or "").startswith("kansli ") else "sqlalchemy"
             counts[host, role] = counts.get((host, role), 0) + 1
@@ -246,7 +259,7 @@ def sampling(bench: Bench, url: str, worker_pids: dict[str, int]) -> Iterator[Co
 
     def loop() -> None:
         while not stop.wait(1.0):
-            with suppress(Exception):  # a sample lost while processes come and go
+            with suppress(sa.exc.OperationalError, psutil.Error):  # lost while processes come and go
                 found.sample(bench.admin, database)
 
     thread = threading.Thread(target=loop, daemon=True)
@@ -491,6 +504,9 @@ def main() -> None:
         bench = Bench(args.postgres, Path(folder))
         try:
             report(bench, args, counts)
+        except sa.exc.OperationalError as error:
+            raise SystemExit(f"PostgreSQL went away during the measurement (restarted?): {error.orig}; "
+                             "its figures would be void, run the bench again") from None
         finally:
             bench.close()
 
