@@ -455,18 +455,32 @@ def planned_items(processor: ItemProcessor, items: Iterable[WorkItem]) -> Planne
             index += 1
 
 
-def claimed_items(processor: ItemProcessor, limit: int | None = None, chunk: int = 50) -> Planned:
-    """Ready items of the queue, claimed a chunk at a time as the run gets to them."""
-    index = 0
+#: A consumer claims about this many seconds of work at a time (see :func:`claimed_items`).
+CLAIM_SECONDS = 1.0
+
+
+def claimed_items(
+    processor: ItemProcessor, limit: int | None = None, chunk: int = 50, seconds: float = CLAIM_SECONDS
+) -> Planned:
+    """Ready items of the queue, claimed a few at a time as the run gets to them: one at first, then
+    twice as many each time, up to what the run did in about ``seconds`` (at most ``chunk``).
+
+    Claimed items are this run's alone, so with slow items (a target system's latency) a big claim
+    would leave other runs of the queue, on other hosts, idle while this one still holds work; fast
+    items still go ``chunk`` a claim.
+    """
+    index, wanted = 0, 1
     while limit is None or index < limit:
-        wanted = chunk if limit is None else min(chunk, limit - index)
-        taken = processor.claim(wanted)
+        began = time.monotonic()
+        taken = processor.claim(wanted if limit is None else min(wanted, limit - index))
         if not taken:
             return
         for item in taken:
             item.position = index + 1
             yield index, item, None
             index += 1
+        pace = (time.monotonic() - began) / len(taken)  # seconds per item, the claim included
+        wanted = max(1, min(chunk, 2 * len(taken), int(seconds / pace) if pace > 0 else chunk))
 
 
 # -- stopping early ---------------------------------------------------------------------------------

@@ -234,15 +234,23 @@ class WorkQueue:
                             sa.or_(queue_items.c.run_id.is_(None), queue_items.c.run_id != run_id))
         oldest = (sa.select(queue_items.c.key).where(condition)
                   .order_by(queue_items.c.created_at, queue_items.c.key).limit(limit))
-        statement = (
-            queue_items.update()
-            .where(condition, queue_items.c.key.in_(oldest.scalar_subquery()))
-            .values(status="in_progress", run_id=run_id, attempts=queue_items.c.attempts + 1,
-                    updated_at=now)
-            .returning(*queue_items.c)
-        )
         with self.store.engine.begin() as connection:
-            claimed = [_item(row) for row in connection.execute(statement)]
+            if connection.dialect.name == "postgresql":
+                # rows another run is claiming right now are passed over, not waited for and then
+                # found taken (which would leave this run nothing while items remain); locked first,
+                # in a statement of their own (SKIP LOCKED in the UPDATE's subquery may be run again
+                # for each row, taking more than ``limit``)
+                keys = connection.execute(oldest.with_for_update(skip_locked=True)).scalars().all()
+                chosen = queue_items.c.key.in_(keys)
+            else:  # SQLite: one writer at a time, the claim is one statement
+                keys, chosen = [None], queue_items.c.key.in_(oldest.scalar_subquery())
+            statement = (
+                queue_items.update().where(condition, chosen)
+                .values(status="in_progress", run_id=run_id, attempts=queue_items.c.attempts + 1,
+                        updated_at=now)
+                .returning(*queue_items.c)
+            )
+            claimed = [_item(row) for row in connection.execute(statement)] if keys else []
         return sorted(claimed, key=lambda item: (item.created_at or "", item.key))
 
     def release(self, keys: Sequence[str], run_id: str) -> None:

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -250,6 +251,36 @@ def test_the_thread_pool_path_handles_each_item_once_two_at_a_time_in_input_orde
     assert [(r.key, r.outcome, r.output) for r in results] == [
         (f"k{n}", "skipped" if n == 0 else "done", n) for n in range(7)]
     assert sorted(handled) == [f"k{n}" for n in range(1, 7)] and len(threads) == 2
+
+
+def claimed_ahead(run: Run, handler: Callable[[WorkItem], Any] = lambda item: None) -> list[int]:
+    """Consume the robot's queue; at each item, how many items the run holds (claimed, not done)."""
+    queue, held = WorkQueue(run.store, SPEC.name), []
+
+    def handle(item: WorkItem) -> None:
+        held.append(queue.counts().get("in_progress", 0))
+        handler(item)
+
+    run.consume(handle)
+    return held
+
+
+def test_a_consumer_claims_one_item_first_then_up_to_fifty_when_items_are_fast(new_run: NewRun) -> None:
+    run = new_run()
+    WorkQueue(run.store, SPEC.name).add(({"key": f"k{n:03d}"} for n in range(200)), "producer")
+    held = claimed_ahead(run)
+    assert len(held) == 200 and held[:4] == [1, 2, 1, 4]  # claims of 1, 2, 4, ... items
+    assert max(held) == 50  # fast items: a chunk of 50 a claim, as before
+
+
+def test_a_consumer_of_slow_items_holds_about_a_second_of_them_so_other_runs_get_the_rest(
+    new_run: NewRun,
+) -> None:
+    run = new_run()
+    WorkQueue(run.store, SPEC.name).add(({"key": f"k{n:02d}"} for n in range(25)), "producer")
+    held = claimed_ahead(run, lambda item: time.sleep(0.1))  # a slow target: 100 ms an item
+    assert len(held) == 25 and held[0] == 1
+    assert max(held) <= 10  # never more than about 1 s of work (CLAIM_SECONDS), a slow machine less
 
 
 CRASH_LOOP = ("from shared.items import crash_point\n"

@@ -8,16 +8,18 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import threading
 import uuid
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from shared.audit import AuditLog
 from shared.queue import WorkQueue, fingerprint, list_queues
 from shared.runner import Runner
 from shared.settings import load_settings
-from shared.store import RunRecord, Store, utcnow
+from shared.store import RunRecord, Store, queue_items, utcnow
 from tests.conftest import kansli
 
 POSTGRES_URL = os.environ.get("KANSLI_TEST_POSTGRES_URL")
@@ -95,6 +97,27 @@ def test_concurrent_consumers_each_take_every_item_exactly_once(store: Store, tm
     every = [key for keys in taken for key in keys]
     assert sorted(every) == [f"k{n:04d}" for n in range(600)]  # none lost, none twice
     assert queue.counts() == {"done": 600}
+
+
+def test_a_claim_passes_over_items_another_run_is_claiming_right_now(store: Store) -> None:
+    if store.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has one writer at a time: claims cannot overlap there")
+    queue = fresh(store)
+    queue.add(({"key": f"k{n}"} for n in range(9)), "producer")
+    taken: list[str] = []
+    claiming = threading.Thread(target=lambda: taken.extend(
+        item.key for item in queue.claim("run-b", 3, max_attempts=5)))
+    with store.engine.connect() as other_run:
+        claim = other_run.begin()  # another run's claim of the three oldest, not committed yet
+        other_run.execute(sa.select(queue_items.c.key).where(
+            queue_items.c.queue == queue.name, queue_items.c.key.in_(["k0", "k1", "k2"])).with_for_update())
+        claiming.start()
+        claiming.join(60)  # returns at once: the locked rows are passed over, not waited for
+        done_while_locked = not claiming.is_alive()
+        claim.rollback()
+    claiming.join(60)
+    assert done_while_locked and sorted(taken) == ["k3", "k4", "k5"]  # the next three, no more
+    assert [item.key for item in queue.claim("run-c", 1, max_attempts=5)] == ["k0"]
 
 
 def test_an_item_of_a_run_that_died_is_taken_again_and_reconciled_first(store: Store) -> None:
