@@ -11,7 +11,12 @@
 Each on SQLite and, with ``--postgres URL`` (default: KANSLI_TEST_POSTGRES_URL), on PostgreSQL in a
 database of its own. Targets: consume >= 1,000 items/s on SQLite; the re-read under 2 s.
 
+``--reread-only`` measures the re-read alone, ``--repeat`` times (the median is shown), and with
+``--reread-rev REV`` also at another commit (its own checkout, the same register and database
+kind), the runs of both taking turns, for before/after figures.
+
     .venv/bin/python bench/work_queue.py [--items 10000] [--baseline-rev eca9857]
+    .venv/bin/python bench/work_queue.py --reread-only [--repeat 5] [--reread-rev 2b443f8]
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -57,8 +63,8 @@ def timed(
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def baseline_checkout(rev: str, work: Path) -> Path:
-    target = work / "baseline"
+def baseline_checkout(rev: str, work: Path, name: str = "baseline") -> Path:
+    target = work / name
     subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "-f", str(target), rev],
                    check=True, capture_output=True)
     return target
@@ -112,16 +118,73 @@ def measure(backend: str, databases: Callable[[], str | None], baseline: Path | 
     return rows
 
 
+def reread_times(checkouts: list[Path], databases: Callable[[], str | None], register: Path, reread: Path,
+                 repeat: int, work: Path, backend: str) -> dict[Path, list[float]]:
+    """Seconds of the re-read in each checkout, ``repeat`` times, the checkouts taking turns; each
+    time on a fresh database where the register's first rows were done by a first run."""
+    seconds: dict[Path, list[float]] = {checkout: [] for checkout in checkouts}
+    for round_ in range(repeat):
+        for index, checkout in enumerate(checkouts):
+            env = env_for(work, f"{backend}-rr-{index}-{round_}", databases())
+            timed(checkout, "bench.queue_robots", "bench_register", {"input": str(register)}, env)
+            run = timed(checkout, "bench.queue_robots", "bench_register", {"input": str(reread)}, env)
+            seconds[checkout].append(run["seconds"])
+    return seconds
+
+
+def reread_report(args: argparse.Namespace, work: Path, checkouts: list[Path], labels: list[str],
+                  register: Path, reread: Path) -> None:
+    handles: list[tuple[Any, str]] = []
+
+    def fresh_postgres() -> str:
+        url, handle = postgres_database(args.postgres)
+        handles.append(handle)
+        return url
+
+    backends: list[tuple[str, Callable[[], str | None]]] = [("SQLite", lambda: None)]
+    if args.postgres:
+        backends.append(("PostgreSQL", fresh_postgres))
+    print(f"re-read {args.items:,} rows of which {args.items - 10:,} done, median of {args.repeat} "
+          f"(load average {os.getloadavg()[0]:.1f})")
+    print(f"{'backend':<11} {'code':<28} {'median s':>9} {'min s':>7} {'max s':>7}  {'x first':>7}  "
+          "target < 2 s")
+    try:
+        for backend, databases in backends:
+            seconds = reread_times(checkouts, databases, register, reread, args.repeat, work, backend)
+            first = statistics.median(seconds[checkouts[0]])
+            for checkout, label in zip(checkouts, labels, strict=True):
+                median = statistics.median(seconds[checkout])
+                print(f"{backend:<11} {label:<28} {median:9.2f} {min(seconds[checkout]):7.2f} "
+                      f"{max(seconds[checkout]):7.2f}  {median / first:6.2f}x  "
+                      f"{'met' if median < 2 else 'NOT met'}", flush=True)
+    finally:
+        for handle in handles:
+            drop_database(handle)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=10_000)
     parser.add_argument("--baseline-rev", default=BASELINE_REV, help="'' to skip the version-1 rows")
     parser.add_argument("--postgres", default=os.environ.get("KANSLI_TEST_POSTGRES_URL"))
+    parser.add_argument("--reread-only", action="store_true", help="measure the re-read alone")
+    parser.add_argument("--reread-rev", default="", help="with --reread-only: also this commit's code")
+    parser.add_argument("--repeat", type=int, default=5, help="with --reread-only: runs of each (median)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="kansli-bench-queue-") as folder:
         work = Path(folder)
         register = scaled_register(work / "register.xlsx", args.items - 10)
         reread = scaled_register(work / "register-grown.xlsx", args.items)  # the first rows + 10 new
+        if args.reread_only:
+            other = [baseline_checkout(args.reread_rev, work, "reread-rev")] if args.reread_rev else []
+            try:
+                reread_report(args, work, [*other, REPO], [*(f"at {args.reread_rev}" for _ in other),
+                                                           "this checkout"], register, reread)
+            finally:
+                for checkout in other:
+                    subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(checkout)],
+                                   capture_output=True)
+            return
         baseline = baseline_checkout(args.baseline_rev, work) if args.baseline_rev else None
         try:
             report(args, work, baseline, register, reread)

@@ -344,9 +344,6 @@ def _column_index(letters: bytes) -> int:
     return index
 
 
-_PLAIN_TYPES = (str, bool, int)
-
-
 Rows = list[tuple[int, dict[int, Any]]]
 
 
@@ -354,16 +351,19 @@ def _rows(grid: list[list[Any]], dates: dict[int, dict[int, Any]]) -> Rows | Non
     """calamine's grid as ``(number, {column: value})`` of its non-empty rows, values as openpyxl
     gives them; None when calamine saw a date where openpyxl does not."""
     rows = []
-    for index, values in enumerate(grid):
-        cells = {column: value for column, value in enumerate(values, 1) if value != ""}
-        number = index + 1
+    for number, values in enumerate(grid, 1):
         own = dates.get(number, {})
-        for column, value in cells.items():
-            if type(value) is float:
+        cells = {}
+        for column, value in enumerate(values, 1):
+            if value == "":
+                continue
+            kind = type(value)
+            if kind is float:
                 if value.is_integer():
-                    cells[column] = int(value)
-            elif not isinstance(value, _PLAIN_TYPES) and column not in own:
+                    value = int(value)
+            elif kind is not str and kind is not bool and kind is not int and column not in own:
                 return None  # a date by calamine's reading of the style, not by openpyxl's
+            cells[column] = value
         for column, value in own.items():
             if column not in cells:
                 return None
