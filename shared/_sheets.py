@@ -186,6 +186,9 @@ _ESCAPE = re.compile(rb"_x[0-9A-Fa-f]{4}_")
 _POINTED = re.compile(rb"<v>(-?\d+\.\d+(?:[eE][-+]?\d+)?|-?\d+[eE][-+]?\d+)</v>")
 _LONG_INTEGER = re.compile(rb"<v>-?\d{16,}</v>")
 _LAST_ROW = 1_048_576
+#: A sheet's XML up to this size is read by calamine (it is held in memory, with calamine's copy of the
+#: cells: about 60,000 rows of 16 columns); a bigger one is streamed by openpyxl.
+LARGEST_SHEET = 64 * 2**20
 
 
 class _WithoutStrings(ExcelReader):
@@ -224,6 +227,8 @@ def _fast_sheet(path: Path, content: bytes, name: str | None) -> _Sheet | None:
             return None
         worksheet = _sheet(workbook, path, name)
         archive: zipfile.ZipFile = workbook._archive
+        if archive.getinfo(worksheet._worksheet_path).file_size > LARGEST_SHEET:
+            return None  # streamed by openpyxl, in little memory
         xml = archive.read(worksheet._worksheet_path)
         if not _plain_strings(reader, archive) or (body := _plain_sheet_data(xml)) is None:
             return None
@@ -231,15 +236,17 @@ def _fast_sheet(path: Path, content: bytes, name: str | None) -> _Sheet | None:
         dates = _dates(body, workbook)
         if dates is None:
             return None
-        grid = CalamineWorkbook.from_filelike(io.BytesIO(content)).get_sheet_by_name(
-            worksheet.title).to_python(skip_empty_area=False)
-        rows = _rows(grid, dates)
+        book = CalamineWorkbook.from_filelike(io.BytesIO(content))
+        calamine_sheet = book.get_sheet_by_name(worksheet.title)
+        book.close()
     finally:
         workbook.close()
-    if rows is None:
+    offset = calamine_sheet.start[1] if calamine_sheet.start else 0
+    if not _types_agree(calamine_sheet, dates, offset):
         return None
     _log_warnings(path, caught, "DEBUG")
-    return _Sheet(path, worksheet.title, lambda: xml, lambda marked: iter(rows))
+    return _Sheet(path, worksheet.title, lambda: xml,
+                  lambda marked: _rows(calamine_sheet.iter_rows(), dates, offset))
 
 
 def _plain_xml(xml: bytes) -> bytes | None:
@@ -344,30 +351,38 @@ def _column_index(letters: bytes) -> int:
     return index
 
 
-Rows = list[tuple[int, dict[int, Any]]]
-
-
-def _rows(grid: list[list[Any]], dates: dict[int, dict[int, Any]]) -> Rows | None:
-    """calamine's grid as ``(number, {column: value})`` of its non-empty rows, values as openpyxl
-    gives them; None when calamine saw a date where openpyxl does not."""
-    rows = []
-    for number, values in enumerate(grid, 1):
+def _types_agree(sheet: Any, dates: dict[int, dict[int, Any]], offset: int) -> bool:
+    """calamine sees a date (or time, or duration) exactly where openpyxl does, and its rows start at
+    the sheet's first row (its columns at ``offset``): one pass over its values, before any is used."""
+    rows = 0
+    for number, values in enumerate(sheet.iter_rows(), 1):
+        rows = number
         own = dates.get(number, {})
+        for column, value in enumerate(values, offset + 1):
+            kind = type(value)
+            if kind is str or kind is float or kind is bool or kind is int:
+                if column in own and kind is str:
+                    return False  # an empty cell where openpyxl has a date
+            elif column not in own:
+                return False  # a date by calamine's reading of the style, not by openpyxl's
+    end = sheet.end
+    return rows == (end[0] + 1 if end else 0)
+
+
+def _rows(grid: Iterator[list[Any]], dates: dict[int, dict[int, Any]], offset: int
+          ) -> Iterator[tuple[int, dict[int, Any]]]:
+    """calamine's rows as ``(number, {column: value})`` of the non-empty ones, values as openpyxl
+    gives them (a whole number as an int, a date as openpyxl converts it)."""
+    for number, values in enumerate(grid, 1):
         cells = {}
-        for column, value in enumerate(values, 1):
+        for column, value in enumerate(values, offset + 1):
             if value == "":
                 continue
-            kind = type(value)
-            if kind is float:
-                if value.is_integer():
-                    value = int(value)
-            elif kind is not str and kind is not bool and kind is not int and column not in own:
-                return None  # a date by calamine's reading of the style, not by openpyxl's
+            if type(value) is float and value.is_integer():
+                value = int(value)
             cells[column] = value
-        for column, value in own.items():
-            if column not in cells:
-                return None
-            cells[column] = value
+        own = dates.get(number)
+        if own:
+            cells.update(own)
         if cells:
-            rows.append((number, cells))
-    return rows
+            yield number, cells

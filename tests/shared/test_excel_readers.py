@@ -268,3 +268,16 @@ def test_the_fast_reader_chooses_the_sheet_by_name_and_leaves_unknown_names_to_o
     assert sheet is not None and sheet.title == "Ansökningar"
     assert _sheets.fast_sheet(path, _content(path), "Koder") is not None
     assert _sheets.fast_sheet(path, _content(path), "Saknas") is None  # openpyxl names the sheets
+
+
+def test_a_sheet_too_big_to_hold_in_memory_is_streamed_by_openpyxl(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "register.xlsx"
+    path.write_bytes(SEEDS[0])
+    with zipfile.ZipFile(path) as archive:
+        size = archive.getinfo("xl/worksheets/sheet1.xml").file_size
+    monkeypatch.setattr(_sheets, "LARGEST_SHEET", size)
+    assert _sheets.fast_sheet(path, _content(path), None) is not None
+    monkeypatch.setattr(_sheets, "LARGEST_SHEET", size - 1)
+    assert _sheets.fast_sheet(path, _content(path), None) is None
