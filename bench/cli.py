@@ -4,7 +4,8 @@ Run from the repository root: ``.venv/bin/python bench/cli.py [--repeat N] [--re
 command is a fresh ``python -m shared.cli ...`` process on the demo robots (package ``robots``), in a
 temporary folder with its own data and log dirs; the commands take turns, ``--repeat`` rounds
 (default 11), so a change in the machine's load hits them all alike. It prints the median wall time
-and CPU time (user + system) of each, their ratios to the floor, and the targets. On a loaded machine
+and CPU time (user + system) of each, their ratios to the floor (and to the first checkout given),
+and each target with the share of it used. On a loaded machine
 the wall time includes waiting for a core; the CPU time is what the command itself costs.
 
 ``--repo`` measures another checkout (for instance an older commit unpacked with ``git archive``)
@@ -74,18 +75,26 @@ def measure(repos: list[Path], repeat: int) -> dict[Path, Medians]:
             for repo, by_label in samples.items()}
 
 
-def report(medians: Medians) -> None:
+def report(medians: Medians, before: Medians | None = None) -> None:
     """Wall time (what a person waits, loaded machine included) and CPU time (what the command costs,
-    close to its wall time on an idle machine), each against the floor; the target is checked on both."""
+    close to its wall time on an idle machine), each against the floor and, given ``before`` (the
+    first checkout), as a ratio to it; then each target with its margin, checked on both."""
     floor_wall, floor_cpu = medians[COMMANDS[0][0]]
-    print(f"{'command':<26} {'wall':>8} {'x floor':>8} {'CPU':>8} {'x floor':>8}  target (wall / CPU)")
-    for label, _, target in COMMANDS:
+    ratio_head = f" {'CPU x before':>12}" if before is not None else ""
+    print(f"{'command':<26} {'wall':>8} {'x floor':>8} {'CPU':>8} {'x floor':>8}{ratio_head}")
+    for label, _, _ in COMMANDS:
         wall, cpu = medians[label]
-        verdict = "" if target is None else (
-            f"< {target:.1f} s: {'met' if wall < target else 'NOT met'} / "
-            f"{'met' if cpu < target else 'NOT met'}")
+        ratio = f" {cpu / before[label][1]:11.2f}x" if before is not None else ""
         print(f"{label:<26} {wall * 1000:5.0f} ms {wall / floor_wall:7.1f}x {cpu * 1000:5.0f} ms "
-              f"{cpu / floor_cpu:7.1f}x  {verdict}")
+              f"{cpu / floor_cpu:7.1f}x{ratio}")
+    for label, _, target in COMMANDS:
+        if target is None:
+            continue
+        wall, cpu = medians[label]
+        verdicts = [f"{name} {seconds * 1000:.0f} ms ({seconds / target:.2f} of it, "
+                    f"{'met' if seconds < target else 'NOT met'})"
+                    for name, seconds in (("wall", wall), ("CPU", cpu))]
+        print(f"  {label}: target < {target * 1000:.0f} ms: {', '.join(verdicts)}")
 
 
 def main() -> None:
@@ -101,7 +110,7 @@ def main() -> None:
           f"median of {options.repeat} rounds")
     for repo in repos:
         print(f"\n{repo}")
-        report(medians[repo])
+        report(medians[repo], medians[repos[0]] if repo != repos[0] else None)
 
 
 if __name__ == "__main__":

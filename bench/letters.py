@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO))
 
 from demo.scale import scaled_register  # noqa: E402
 from robots.decision_letters import DEFAULT_TEMPLATE, Application, letter_context  # noqa: E402
-from shared.documents import _CompilingOnce  # noqa: E402
+from shared._docxtpl import CompilingOnce as _CompilingOnce  # noqa: E402
 from shared.excel import read_rows  # noqa: E402
 
 

@@ -3,7 +3,10 @@
 :func:`read_rows` streams a sheet and validates each row as a pydantic model whose field aliases are
 the column headers; a bad row becomes a :class:`Row` with an error naming the row and the column, and
 the rest go on. The header row is the first of the first 20 rows that holds every required column (or
-the one given), so title rows above it are passed over; row numbers are the sheet's own.
+the one given), so title rows above it are passed over; row numbers are the sheet's own. The cells
+are read by calamine when the sheet is in the plain form it is shown to read as openpyxl does (about
+ten times faster), else by openpyxl's streaming parser (:mod:`shared._sheets`): the rows, and the
+errors, are the same.
 
 Everything else that is wrong with the file raises one :class:`~shared.errors.InputError` naming the
 file, the sheet and, where known, the row and the cell: not found, not an xlsx (with what it is
@@ -23,9 +26,8 @@ from __future__ import annotations
 
 import io
 import re
-import warnings
 import zipfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from copy import copy
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -35,11 +37,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Generic, Literal, TypeVar, get_args, get_origin
 
 from loguru import logger
-from openpyxl import load_workbook
-from openpyxl.utils import get_column_letter, range_boundaries
-from openpyxl.workbook.workbook import Workbook
-from openpyxl.worksheet._reader import FORMULA_TAG, VALUE_TAG, WorkSheetParser
-from openpyxl.worksheet.worksheet import Worksheet
 from pydantic import AfterValidator, BaseModel, ValidationError
 from pydantic_core import PydanticCustomError
 
@@ -48,7 +45,10 @@ from shared.files import atomic_path
 from shared.redaction import mask_quoted_value, redact
 from shared.wording import LANGUAGES, VALIDATION_ALIASES, Language, Wording, wording
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # openpyxl is imported when a workbook is read or written, not when robots are listed
+    from openpyxl.workbook.workbook import Workbook
+    from openpyxl.worksheet.worksheet import Worksheet
+
     from shared.items import ItemResult, WorkItem
     from shared.settings import Settings
 
@@ -142,6 +142,13 @@ def _reason(error: BaseException) -> str:
 
 def open_workbook(path: Path, *, read_only: bool) -> Workbook:
     """Open an .xlsx file, or raise :class:`InputError` saying what is wrong with it (and what it is)."""
+    from shared._sheets import load
+
+    return load(path, _content(path), read_only=read_only)
+
+
+def _content(path: Path) -> bytes:
+    """The bytes of an .xlsx file, or :class:`InputError` saying why not (and what the file is)."""
     if not path.exists():
         raise InputError(f"{path}: file not found")
     if path.is_dir():
@@ -153,17 +160,7 @@ def open_workbook(path: Path, *, read_only: bool) -> Workbook:
     _check_is_xlsx(path, content)
     if path.suffix.lower() not in (".xlsx", ".xlsm", ".xltx", ".xltm"):
         logger.warning("{}: an Excel .xlsx workbook under another extension; reading it", path)
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            # reading wants values; a copy (``write_results``) keeps the formulas as they are
-            workbook = load_workbook(io.BytesIO(content), read_only=read_only, data_only=read_only)
-    except Exception as error:  # noqa: BLE001 - any failure of the reader on a damaged file
-        raise InputError(f"{path}: not an Excel .xlsx workbook that can be read ({_reason(error)})") from None
-    for warning in caught:  # what openpyxl passes over (extensions, odd definitions): a copy loses it
-        message = " ".join(str(warning.message).split())
-        logger.log("DEBUG" if read_only else "WARNING", "{}: {}", path, message)
-    return workbook
+    return content
 
 
 def _check_is_xlsx(path: Path, content: bytes) -> None:
@@ -238,94 +235,46 @@ def columns_of(model: type[BaseModel]) -> dict[str, str]:
     return {(info.alias or name): name for name, info in model.model_fields.items()}
 
 
-class _SheetParser(WorkSheetParser):
-    """openpyxl's streaming sheet parser, naming the cell it cannot read and marking formulas whose
-    computed value the file lacks (``data_only`` reads would take them for empty cells) and Excel
-    errors, with the rows that hold them in ``marked_rows``."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.marked_rows: set[int] = set()
-
-    def parse_cell(self, element: Any) -> dict[str, Any]:
-        try:
-            if self._date_out_of_range(element):
-                with warnings.catch_warnings():  # openpyxl warns, then reads it as the error #VALUE!
-                    warnings.simplefilter("ignore")
-                    cell: dict[str, Any] = super().parse_cell(element)
-            else:
-                cell = super().parse_cell(element)
-        except Exception as error:  # noqa: BLE001 - whatever a damaged cell makes the parser raise
-            reference = element.get("r") or f"{get_column_letter(self.col_counter + 1)}{self.row_counter}"
-            problem = _cell_problem(element, error)
-            raise _UnreadableCell(self.row_counter, str(reference)[:20], problem) from None
-        if cell["value"] is None and element.find(FORMULA_TAG) is not None:
-            cell["value"] = _NO_VALUE
-            self.marked_rows.add(cell["row"])
-        elif cell["data_type"] == "e":
-            cell["value"] = _ErrorValue(str(cell["value"])[:20])
-            self.marked_rows.add(cell["row"])
-        return cell
-
-    def parse_extensions(self, element: Any) -> None:
-        """Extensions (newer conditional formats, validations) do not hold cells: passed over, unwarned."""
-
-    def parse_formatting(self, element: Any) -> None:
-        """Conditional formats do not hold cells either."""
-
-    def _date_out_of_range(self, element: Any) -> bool:
-        style = element.get("s")
-        if not style or element.get("t", "n") != "n" or int(style) not in self.date_formats:
-            return False
-        text = element.findtext(VALUE_TAG)
-        try:
-            return bool(text) and not 0 <= float(text) <= _LAST_EXCEL_DAY + 1
-        except ValueError:
-            return False  # not a number at all: the parser says so
-
-
-def _cell_problem(element: Any, error: BaseException) -> str:
-    kind = element.get("t", "n")
-    if kind == "s":
-        return "refers to a shared text the file does not have (a damaged file)"
-    if kind == "n":
-        return "is a number cell holding something that is not a number (a damaged file)"
-    if kind == "d":
-        return "is a date cell holding something that is not a date (a damaged file)"
-    if kind == "b":
-        return "is a true/false cell holding something else (a damaged file)"
-    return f"cannot be read ({_reason(error)})"
+def column_letter(column: int) -> str:
+    """``1`` as ``A``, ``28`` as ``AB``: a column's letters."""
+    letters = ""
+    while column > 0:
+        column, rest = divmod(column - 1, 26)
+        letters = chr(65 + rest) + letters
+    return letters
 
 
 @dataclass
 class _Sheet:
-    """One sheet being read: where it is (for messages) and its rows as ``(number, {column: value})``."""
+    """One sheet being read: where it is (for messages) and its rows as ``(number, {column: value})``.
+
+    ``cells`` gives the rows (by openpyxl or by calamine, :mod:`shared._sheets`), adding the numbers
+    of rows holding formulas without a value or Excel errors to the set it is given; ``source`` gives
+    the sheet's XML (for its merged ranges).
+    """
 
     path: Path
-    worksheet: Any
-    workbook: Workbook
+    title: str
+    source: Callable[[], bytes]
+    cells: Callable[[set[int]], Iterator[tuple[int, dict[int, Any]]]]
+    close: Callable[[], None] = lambda: None
     merges: list[tuple[int, int, int, int]] = field(default_factory=list)
     merges_read: bool = False
     marked_rows: set[int] = field(default_factory=set)
 
     @property
     def where(self) -> str:
-        return f"{self.path}, sheet {self.worksheet.title!r}"
+        return f"{self.path}, sheet {self.title!r}"
 
     def rows(self) -> Iterator[tuple[int, dict[int, Any]]]:
         """The sheet's non-empty XML rows; any failure of the parser is one :class:`InputError`."""
         last = 0
         try:
-            with self.worksheet._get_source() as source:
-                parser = _SheetParser(source, self.worksheet._shared_strings, data_only=True,
-                                      epoch=self.workbook.epoch, date_formats=self.workbook._date_formats,
-                                      timedelta_formats=self.workbook._timedelta_formats)
-                parser.marked_rows = self.marked_rows
-                for number, cells in parser.parse():
-                    if number <= last:
-                        raise ValueError(f"row {number} comes after row {last}")
-                    last = number
-                    yield number, {cell["column"]: cell["value"] for cell in cells}
+            for number, cells in self.cells(self.marked_rows):
+                if number <= last:
+                    raise ValueError(f"row {number} comes after row {last}")
+                last = number
+                yield number, cells
         except InputError:
             raise
         except _UnreadableCell as error:
@@ -339,10 +288,11 @@ class _Sheet:
     def read_merges(self) -> None:
         """The merged ranges (``min_col, min_row, max_col, max_row``), found in the sheet's raw XML (they
         follow its rows: a pattern over the bytes is fifty times faster than parsing them again)."""
+        from openpyxl.utils import range_boundaries
+
         self.merges_read = True
         try:
-            with self.worksheet._get_source() as source:
-                xml = source.read()
+            xml = self.source()
             bounds = [range_boundaries(ref.decode()) for ref in _MERGE_CELL.findall(xml)]
             self.merges.extend(bound for bound in bounds if None not in bound)  # whole columns are no merge
         except Exception as error:  # noqa: BLE001 - a damaged sheet or merge reference
@@ -379,9 +329,11 @@ def read_rows(
     """
     if header_row is not None and header_row < 1:
         raise ValueError(f"header_row must be 1 or more, not {header_row}")
-    workbook = open_workbook(path, read_only=True)
+    from shared._sheets import fast_sheet, openpyxl_sheet
+
+    content = _content(path)
+    current = fast_sheet(path, content, sheet) or openpyxl_sheet(path, content, sheet)
     try:
-        current = _Sheet(path, _sheet(workbook, path, sheet), workbook)
         filled = _merged_columns(model, merged)
         if filled:
             current.read_merges()
@@ -390,7 +342,7 @@ def read_rows(
         _, header = _find_header(current, rows, model, header_row)
         yield from _data_rows(current, rows, model, header, filled, merges)
     finally:
-        workbook.close()
+        current.close()
 
 
 def _merged_columns(model: type[BaseModel], merged: str) -> set[str]:
@@ -454,7 +406,7 @@ def _check_duplicates(sheet: _Sheet, number: int, texts: dict[int, str], model: 
         positions.setdefault(text, []).append(column)
     for text, columns in positions.items():
         if text in used and len(columns) > 1:
-            letters = [get_column_letter(column) for column in columns]
+            letters = [column_letter(column) for column in columns]
             listed = f"{', '.join(letters[:-1])} and {letters[-1]}"
             raise InputError(f"{sheet.where}, row {number}: the header {text!r} is in {len(columns)} "
                              f"columns, {listed}: rename or remove all but one of them")
@@ -496,7 +448,7 @@ def _unusable_cell(number: int, values: dict[str, Any], header: dict[int, str], 
         value = values[text]
         if text not in used or not isinstance(value, _FormulaWithoutValue | _ErrorValue):
             continue
-        cell = f"{get_column_letter(column)}{number}"
+        cell = f"{column_letter(column)}{number}"
         if isinstance(value, _ErrorValue):
             problem = f"{cell} holds the Excel error {value.text} (a failed formula, or a date out of range)"
         else:
@@ -540,8 +492,8 @@ class _MergeFiller:
                 continue
             for min_col, min_row, max_col, max_row in sheet.merges:
                 if min_col <= column <= max_col and min_row <= number <= max_row:
-                    merge = f"{get_column_letter(min_col)}{min_row}:{get_column_letter(max_col)}{max_row}"
-                    cell = f"{get_column_letter(column)}{number}"
+                    merge = f"{column_letter(min_col)}{min_row}:{column_letter(max_col)}{max_row}"
+                    cell = f"{column_letter(column)}{number}"
                     return f" ({cell} is inside the merged cells {merge}: {_TAKE_MERGED})"
         return ""
 
@@ -816,6 +768,7 @@ def staff_error(result: ItemResult, words: Wording, row: Row[Any] | None = None)
 def write_table(destination: Path, title: str, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
     """A new workbook of one sheet: a bold, frozen header row and ``rows`` (temp file, then rename)."""
     from openpyxl.styles import Font
+    from openpyxl.workbook.workbook import Workbook
 
     workbook = Workbook()
     worksheet = workbook.active

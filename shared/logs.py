@@ -18,12 +18,11 @@ from typing import IO, Any, TextIO
 
 from loguru import logger
 
+from shared.clock import zone
 from shared.redaction import redact, redact_value
 
-TEXT_FORMAT = (
-    "{time:YYYY-MM-DD HH:mm:ss.SSS} | {level: <8} | {extra[robot]} | {extra[run_id]} | "
-    "{extra[item]} | {message}"
-)
+#: A ``log.txt`` line after its time (local, in the settings' zone, with the zone's abbreviation).
+TEXT_FORMAT = "{level: <8} | {extra[robot]} | {extra[run_id]} | {extra[item]} | {message}"
 CONSOLE_FORMAT = "<green>{time:HH:mm:ss}</green> <level>{level: <7}</level> {message}"
 
 logger.configure(extra={"run_id": "-", "robot": "-", "item": "-"})
@@ -103,9 +102,24 @@ def _for_console(record: Any) -> bool:
     return bool(record["extra"].get("console", True))
 
 
+def text_format(zone_name: str | None = None) -> Callable[[Any], str]:
+    """The format of ``log.txt`` lines: ``2026-12-02 06:30:15.123 CET | INFO     | robot | run | item |
+    message``, the time in ``zone_name`` (default: the settings' zone) with its abbreviation."""
+    local = zone(zone_name)
+
+    def line(record: Any) -> str:
+        moment = record["time"].astimezone(local)
+        stamp = f"{moment:%Y-%m-%d %H:%M:%S}.{moment.microsecond // 1000:03d} {moment.tzname()}"
+        return f"{stamp} | {TEXT_FORMAT}\n{{exception}}"
+
+    return line
+
+
 @contextmanager
-def run_sinks(run_dir: Path, run_id: str, level: str = "DEBUG") -> Iterator[None]:
-    """Send the run's records to ``log.jsonl`` and ``log.txt`` in its folder while open."""
+def run_sinks(run_dir: Path, run_id: str, level: str = "DEBUG", *, zone_name: str | None = None
+              ) -> Iterator[None]:
+    """Send the run's records to ``log.jsonl`` and ``log.txt`` in its folder while open; ``log.txt``
+    shows local times in ``zone_name`` (default: the settings' zone), ``log.jsonl`` keeps loguru's."""
     def belongs(record: Any) -> bool:
         return bool(record["extra"].get("run_id") == run_id)
 
@@ -117,7 +131,7 @@ def run_sinks(run_dir: Path, run_id: str, level: str = "DEBUG") -> Iterator[None
     ids = [
         logger.add(writers[0].write, level=level, filter=belongs, serialize=True,
                    diagnose=False, backtrace=False, catch=False),
-        logger.add(writers[1].write, level=level, filter=belongs, format=TEXT_FORMAT,
+        logger.add(writers[1].write, level=level, filter=belongs, format=text_format(zone_name),
                    diagnose=False, backtrace=False, catch=False),
     ]
     try:

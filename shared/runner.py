@@ -528,8 +528,8 @@ class Runner:
         :class:`ConfigError`: a record is never left ``running`` by a start-up failure."""
         record.status, record.finished_at, record.error = "failed", utcnow(), f"not started: {reason}"
         self.store.finish_run(record)
-        with run_sinks(run_dir, record.run_id), logger.contextualize(run_id=record.run_id,
-                                                                     robot=record.robot):
+        sinks = run_sinks(run_dir, record.run_id, zone_name=self.settings.timezone)
+        with sinks, logger.contextualize(run_id=record.run_id, robot=record.robot):
             logger.bind(console=False).error("run {} not started: {}", record.run_id, reason)
         raise ConfigError(f"run {record.run_id} of {record.robot} not started: {reason}")
 
@@ -543,7 +543,7 @@ class Runner:
 
     def _execute(self, run: Run) -> RunRecord:
         error: BaseException | None = None
-        with run_sinks(run.run_dir, run.run_id), logger.contextualize(
+        with run_sinks(run.run_dir, run.run_id, zone_name=self.settings.timezone), logger.contextualize(
             run_id=run.run_id, robot=run.robot.name
         ), _cancel_on_sigterm():
             logger.info("run {} of {} started by {} ({})", run.run_id, run.robot.name, run.actor,

@@ -28,6 +28,16 @@ HEADER = ["Referens", "Personnummer", "Förnamn", "Postnummer", "Belopp"]
 PNR = "811218-9876"
 
 
+@pytest.fixture(autouse=True, params=["fast", "openpyxl"])
+def reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test here runs with both sheet readers: calamine where it may read (a plain sheet),
+    and openpyxl alone (tests/shared/test_excel_readers.py shows the two agree)."""
+    from shared import _sheets
+
+    monkeypatch.setattr(_sheets, "FAST", request.param == "fast")
+    return str(request.param)
+
+
 class Person(BaseModel):
     model_config = ConfigDict(coerce_numbers_to_str=True, str_strip_whitespace=True)
 

@@ -7,19 +7,21 @@ import os
 import re
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from loguru import logger
 
+from shared.clock import zone
 from shared.logs import configure_console, run_sinks
 from shared.redaction import SECRET_MASK, register_secret
-from shared.settings import load_settings
+from shared.settings import load_settings, reset_settings
 
 SECRET = "kanariefågel-loggen-3391"
 PNR_MASK = "******-****"
-TEXT_LINE = re.compile(r"^\d{4}-\d\d-\d\d [\d:.]{12} \| (\w+) +\| (\S+) \| (\S+) \| (\S+) \| (.*)$")
+TEXT_LINE = re.compile(r"^\d{4}-\d\d-\d\d [\d:.]{12} \S+ \| (\w+) +\| (\S+) \| (\S+) \| (\S+) \| (.*)$")
 needs_dev_full = pytest.mark.skipif(not os.path.exists("/dev/full"), reason="simulates a full disk")
 
 
@@ -76,6 +78,46 @@ def test_jsonl_and_text_lines_carry_the_promised_fields(tmp_path: Path) -> None:
     assert all(isinstance(r["time"]["timestamp"], float) and r["time"]["repr"] for r in records)
     assert [m.groups() if (m := TEXT_LINE.match(line)) else line for line in text.splitlines()] == [
         ("DEBUG", "letters", "R-2", "-", "first"), ("ERROR", "letters", "R-2", "row-7", "second 2")]
+
+
+def at(moment: datetime) -> Any:
+    """A loguru patch setting a record's time to ``moment`` (kept in the process's local zone)."""
+    def patch(record: Any) -> None:
+        record["time"] = moment.astimezone(record["time"].tzinfo)
+    return patch
+
+
+WINTER = datetime(2026, 1, 15, 12, 0, 0, 250_000, tzinfo=UTC)
+SUMMER = datetime(2026, 7, 15, 23, 30, 5, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(("zone_name", "winter", "summer"), [
+    ("Europe/Stockholm", "2026-01-15 13:00:00.250 CET", "2026-07-16 01:30:05.000 CEST"),
+    ("America/New_York", "2026-01-15 07:00:00.250 EST", "2026-07-15 19:30:05.000 EDT"),
+    ("UTC", "2026-01-15 12:00:00.250 UTC", "2026-07-15 23:30:05.000 UTC"),
+])
+def test_text_lines_show_local_time_with_the_zone(tmp_path: Path, zone_name: str, winter: str,
+                                                  summer: str) -> None:
+    with run_sinks(tmp_path, "R-9", zone_name=zone_name), logger.contextualize(run_id="R-9", robot="r"):
+        logger.patch(at(WINTER)).info("in winter")
+        logger.patch(at(SUMMER)).info("in summer")
+    jsonl, text = read(tmp_path)
+    assert [line.split(" | ")[0] for line in text.splitlines()] == [winter, summer]
+    stamps = [json.loads(line)["record"]["time"]["timestamp"] for line in jsonl.splitlines()]
+    assert stamps == [WINTER.timestamp(), SUMMER.timestamp()]  # the JSON keeps the instant
+
+
+def test_text_lines_default_to_the_settings_zone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KANSLI_TIMEZONE", "Asia/Tokyo")
+    reset_settings()
+    zone.cache_clear()
+    try:
+        with run_sinks(tmp_path, "R-10"), logger.contextualize(run_id="R-10"):
+            logger.patch(at(WINTER)).warning("in Tokyo")
+    finally:
+        reset_settings()
+        zone.cache_clear()
+    assert read(tmp_path)[1].startswith("2026-01-15 21:00:00.250 JST | WARNING  | - | R-10 | - | in Tokyo")
 
 
 def test_a_runs_files_get_only_that_runs_records(tmp_path: Path) -> None:

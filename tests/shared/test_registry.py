@@ -63,10 +63,11 @@ def test_duplicate_robot_names_are_an_error(tmp_path: Path, monkeypatch: pytest.
             del sys.modules[name]
 
 
-#: docxtpl and openpyxl are imported by shared.documents / shared.excel themselves (their readers build
-#: classes on them); the rest come only when a robot runs.
+#: What robots use only when they run: the Word, Excel and browser libraries (shared.documents and
+#: shared.excel import them when a template or a workbook is read), the database, mail, PDF, SFTP.
 HEAVY_LIBRARIES = (
     "playwright.async_api", "sqlalchemy", "apscheduler", "asyncssh", "pdfplumber", "imap_tools",
+    "docxtpl", "docx", "openpyxl", "python_calamine", "jinja2", "lxml",
 )
 
 
