@@ -161,6 +161,7 @@ def enqueue_run(
     spec = get_robot(robot, settings.robots_package)
     validated = spec.validate(params or {})
     store = store or open_store(settings.effective_database_url)
+    _refuse_secrets(spec.name, validated)
     given = validated.model_dump(mode="json", exclude_unset=True)  # defaults stay the robot's
     job = RunJob(robot=spec.name, params=given, trigger=trigger, run_id=run_id or new_run_id(),
                  timeout=schedule_timeout, rerun_all=rerun_all, retries=retries, retry_backoff=retry_backoff,
@@ -174,6 +175,18 @@ def enqueue_run(
         return _defer(app, job, lock, queueing_lock, store)
     with opened_app(settings) as opened:
         return _defer(opened, job, lock, queueing_lock, store)
+
+
+def _refuse_secrets(robot: str, params: Any) -> None:
+    """A secret parameter would reach the job's row masked (a wrong value, silently): refused."""
+    from pydantic import SecretStr
+
+    from shared.errors import ParameterError
+
+    for name in type(params).model_fields:
+        if isinstance(getattr(params, name), SecretStr):
+            raise ParameterError(f"robot {robot}: parameter '{name}' is a secret and is not put in a "
+                                 "queued job; give it to the workers in their settings instead")
 
 
 def defer_job(

@@ -59,3 +59,17 @@ def test_a_queueing_lock_keeps_a_second_copy_from_waiting(
     with store.engine.connect() as connection:
         row = connection.execute(sa.select(cluster_runs).where(cluster_runs.c.run_id == first)).one()
     assert row.queue == "kansli.counting" and row.job_id == jobs[0]["job_id"] and row.worker is None
+
+
+def test_a_secret_parameter_is_refused_not_queued_masked() -> None:
+    from pydantic import SecretStr
+
+    from shared.execution import _refuse_secrets
+    from shared.registry import RobotParams
+
+    class Params(RobotParams):
+        token: SecretStr | None = None
+
+    _refuse_secrets("hemlig", Params())
+    with pytest.raises(ParameterError, match="parameter 'token' is a secret"):
+        _refuse_secrets("hemlig", Params(token=SecretStr("abc")))
