@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TextIO
 import typer
 
 from shared.cli_audit import audit_app
-from shared.cli_cluster import waiting_note, worker_command, workers_command
+from shared.cli_cluster import run_hosts, waiting_note, worker_command, workers_command
 from shared.cli_queue import queue_app
 from shared.cli_schedules import schedules_app
 
@@ -312,19 +312,23 @@ def runs_command(
     runner = _runner()
     runner.reap_interrupted()
     records = runner.store.list_runs(robot=robot, status=status, since=_since(since, utc), limit=limit)
-    waiting = waiting_note(runner.store, records)
+    waiting, hosts = waiting_note(runner.store, records), run_hosts(runner.store, records)
     if as_json:
         emit_json([{**run_json(record), **({"waiting": waiting[record.run_id]} if record.run_id in waiting
-                                            else {})} for record in records])
+                                            else {}), **({"host": hosts[record.run_id]}
+                                                         if record.run_id in hosts else {})}
+                   for record in records])
         return
     table = Table(title="Runs")
-    for column in ("run id", "robot", "status", "trigger", "actor", "started", "items", "failed"):
+    columns = ["run id", "robot", "status", "trigger", "actor", "started", "items", "failed"]
+    for column in columns[:5] + (["host"] if hosts else []) + columns[5:]:
         table.add_column(column)
     for record in records:
         status = styled(record.status) + (f" ({waiting[record.run_id]})" if record.run_id in waiting else "")
-        table.add_row(record.run_id, record.robot, status, record.trigger,
-                      record.actor, local_time(record.started_at, utc=utc),
-                      str(record.items_total), str(record.items_failed))
+        host = [hosts.get(record.run_id, "-")] if hosts else []
+        table.add_row(record.run_id, record.robot, status, record.trigger, record.actor, *host,
+                      local_time(record.started_at, utc=utc), str(record.items_total),
+                      str(record.items_failed))
     console().print(table)
 
 

@@ -92,6 +92,21 @@ def waiting_note(store: Store, records: list[RunRecord]) -> dict[str, str]:
             for record in records if record.status == QUEUED and record.robot not in served}
 
 
+def run_hosts(store: Store, records: list[RunRecord]) -> dict[str, str]:
+    """Run id -> the host (KANSLI_HOST_ID) whose worker took it, for runs queued as jobs."""
+    import sqlalchemy as sa
+
+    from shared.store import cluster_runs
+
+    ids = [record.run_id for record in records]
+    if not ids:
+        return {}
+    with store.engine.connect() as connection:
+        rows = connection.execute(sa.select(cluster_runs.c.run_id, cluster_runs.c.host).where(
+            cluster_runs.c.run_id.in_(ids), cluster_runs.c.host.is_not(None))).all()
+    return {row.run_id: row.host for row in rows}
+
+
 def _store() -> Store:
     from shared.cli import fail, settings
     from shared.errors import KansliError

@@ -179,6 +179,10 @@ def test_runs_spread_over_workers_and_a_robot_never_overlaps_itself(cluster: Clu
     assert set(cases_by_key(cases).values()) == {1} and len(cases_by_key(cases)) == 60
     assert len(hosts) >= 2, hosts  # the queue's items were taken by runs on several hosts
     assert {item.status for item in WorkQueue(cluster.store(), "bulk").items()} == {"done"}
+    listed = {run["run_id"]: run for run in json.loads(cluster.cli("runs", "--json", "--limit", "50").stdout)}
+    drained_on = {listed[run_id]["host"] for run_id in drained}
+    assert drained_on <= {"w1", "w2", "w3"} and len(drained_on) >= 2
+    assert "host" in cluster.cli("runs", host="w1").stdout
 
 
 @POSTGRES
