@@ -189,15 +189,23 @@ def _refuse_secrets(robot: str, params: Any) -> None:
                                  "queued job; give it to the workers in their settings instead")
 
 
+def _job_options(job: RunJob, parallel: bool, queueing_lock: str | None, schedule_in: float | None
+                 ) -> dict[str, Any]:
+    """Where and how ``job`` waits: its robot's queue, the robot's lock unless ``parallel``."""
+    options: dict[str, Any] = {"queue": robot_queue(job.robot),
+                               "lock": None if parallel else robot_lock(job.robot),
+                               "queueing_lock": queueing_lock}
+    if schedule_in:
+        options["schedule_in"] = {"seconds": schedule_in}
+    return options
+
+
 def defer_job(
     app: procrastinate.App, job: RunJob, *, parallel: bool, queueing_lock: str | None = None,
     schedule_in: float | None = None,
 ) -> int:
     """Defer ``job`` on its robot's queue (with the robot's lock unless ``parallel``); its job id."""
-    options: dict[str, Any] = {"queue": robot_queue(job.robot), "lock": None if parallel else
-                               robot_lock(job.robot), "queueing_lock": queueing_lock}
-    if schedule_in:
-        options["schedule_in"] = {"seconds": schedule_in}
+    options = _job_options(job, parallel, queueing_lock, schedule_in)
     return app.configure_task(TASK_NAME, **options).defer(**job.kwargs())
 
 
@@ -205,10 +213,7 @@ async def defer_job_async(
     app: procrastinate.App, job: RunJob, *, parallel: bool, schedule_in: float | None = None,
 ) -> int:
     """:func:`defer_job` from a worker's event loop."""
-    options: dict[str, Any] = {"queue": robot_queue(job.robot), "lock": None if parallel else
-                               robot_lock(job.robot)}
-    if schedule_in:
-        options["schedule_in"] = {"seconds": schedule_in}
+    options = _job_options(job, parallel, None, schedule_in)
     return await app.configure_task(TASK_NAME, **options).defer_async(**job.kwargs())
 
 

@@ -37,7 +37,7 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import FrameType
@@ -387,9 +387,18 @@ def kill_process_tree(pid: int, grace: float) -> int:
 
 def run_command(schedule: Schedule, run_id: str) -> list[str]:
     """The ``kansli run`` command line of one run of ``schedule``."""
-    command = [sys.executable, "-m", "shared.cli", "run", schedule.robot, "--json",
-               "--trigger", f"schedule:{schedule.id}", "--run-id", run_id]
-    for key, value in schedule.params.items():
+    return kansli_run_command(schedule.robot, run_id, f"schedule:{schedule.id}", schedule.params)
+
+
+def kansli_run_command(
+    robot: str, run_id: str, trigger: str, params: Mapping[str, Any], rerun_all: bool = False
+) -> list[str]:
+    """The ``kansli run`` command line of a run started by a daemon (scheduler or worker)."""
+    command = [sys.executable, "-m", "shared.cli", "run", robot, "--json", "--trigger", trigger,
+               "--run-id", run_id]
+    if rerun_all:
+        command.append("--rerun-all")
+    for key, value in params.items():
         command += ["--param", f"{key}={_param_text(value)}"]
     return command
 

@@ -46,8 +46,6 @@ if TYPE_CHECKING:
     from shared.registry import RobotSpec
     from shared.settings import Settings
 
-#: Statuses after which a scheduled run is tried again (as in local mode).
-RETRY_STATUSES = ("failed", "interrupted")
 STDERR_TAIL = 2000
 _PR_SET_PDEATHSIG = 1
 
@@ -127,17 +125,9 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
 
 def run_command(job: RunJob, run_id: str) -> list[str]:
     """The ``kansli run`` command line of a job's run."""
-    import sys
+    from shared.scheduler import kansli_run_command
 
-    from shared.scheduler import _param_text
-
-    command = [sys.executable, "-m", "shared.cli", "run", job.robot, "--json", "--trigger", job.trigger,
-               "--run-id", run_id]
-    if job.rerun_all:
-        command.append("--rerun-all")
-    for key, value in job.params.items():
-        command += ["--param", f"{key}={_param_text(value)}"]
-    return command
+    return kansli_run_command(job.robot, run_id, job.trigger, job.params, job.rerun_all)
 
 
 async def run_job(context: JobContext, **kwargs: Any) -> None:
@@ -179,6 +169,8 @@ class KansliWorker:
                    job_id, run_id, job.robot, status)
         if job.notify:
             await asyncio.to_thread(self._notify, job, run_id)
+        from shared.scheduler import RETRY_STATUSES
+
         if status in RETRY_STATUSES and job.attempt < job.retries and self.app is not None:
             await self._retry_later(job)
 

@@ -90,6 +90,15 @@ def _start_sleeper(work: Path, seconds: float = 30) -> tuple[subprocess.Popen[st
     return process, ready
 
 
+def _run_short_sleeper(work: Path) -> subprocess.CompletedProcess[str]:
+    """``kansli run sleeper -p seconds=0`` in a subprocess, with this process's environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "shared.cli", "run", "sleeper", "-p", "seconds=0"],
+        cwd=work, env={**os.environ, "PYTHONPATH": str(REPO), **SAMPLE_ENV},
+        capture_output=True, text=True, timeout=60,
+    )
+
+
 def test_a_second_run_of_the_same_robot_is_refused(
     kansli_env: Path, settings: Settings, sample_runner: Runner
 ) -> None:
@@ -99,11 +108,7 @@ def test_a_second_run_of_the_same_robot_is_refused(
             sample_runner.run("sleeper", {"seconds": 0.1}, trigger="test")
         refused = sample_runner.store.list_runs(robot="sleeper", status="skipped")
         assert len(refused) == 1 and "already running" in (refused[0].error or "")
-        cli = subprocess.run(
-            [sys.executable, "-m", "shared.cli", "run", "sleeper", "-p", "seconds=0"],
-            cwd=kansli_env, env={**os.environ, "PYTHONPATH": str(REPO), **SAMPLE_ENV},
-            capture_output=True, text=True, timeout=60,
-        )
+        cli = _run_short_sleeper(kansli_env)
         assert cli.returncode == 5, cli.stderr
         assert "already running" in cli.stderr
     finally:
@@ -122,22 +127,14 @@ def test_a_robot_never_overlaps_itself_across_hosts_on_postgresql(
         other = kansli_env / "other-host"
         monkeypatch.setenv("KANSLI_DATA_DIR", str(other / "data"))
         monkeypatch.setenv("KANSLI_HOST_ID", "other-host")
-        cli = subprocess.run(
-            [sys.executable, "-m", "shared.cli", "run", "sleeper", "-p", "seconds=0"],
-            cwd=kansli_env, env={**os.environ, "PYTHONPATH": str(REPO), **SAMPLE_ENV},
-            capture_output=True, text=True, timeout=60,
-        )
+        cli = _run_short_sleeper(kansli_env)
         assert cli.returncode == 5, cli.stderr
         assert "already running" in cli.stderr
         assert not (other / "data" / "runs").exists() or not any((other / "data" / "runs").iterdir())
     finally:
         process.kill()
         process.wait()
-    after = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "run", "sleeper", "-p", "seconds=0"],
-        cwd=kansli_env, env={**os.environ, "PYTHONPATH": str(REPO), **SAMPLE_ENV},
-        capture_output=True, text=True, timeout=60,
-    )
+    after = _run_short_sleeper(kansli_env)
     assert after.returncode == 0, after.stderr  # the killed holder's lock went with its connection
 
 
