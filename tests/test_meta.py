@@ -45,10 +45,18 @@ def test_every_cli_command_has_help() -> None:
 
 
 def test_tests_mirror_the_framework() -> None:
-    """Every module of shared/ has its own test module in tests/shared/."""
-    modules = sorted(path.stem for path in (REPO / "shared").glob("*.py") if not path.stem.startswith("_"))
-    missing = [name for name in modules if not (REPO / "tests" / "shared" / f"test_{name}.py").is_file()]
-    assert not missing, f"no tests/shared/test_<module>.py for: {', '.join(missing)}"
+    """Every public module of shared/ has its own test module in tests/shared/, and every public module
+    of a package there (shared/audit/chains.py) one in the package's mirror (tests/shared/audit/)."""
+    shared = REPO / "shared"
+    modules = [path for path in shared.rglob("*.py") if not path.stem.startswith("_")
+               and not any(part.startswith("_") for part in path.relative_to(shared).parent.parts)]
+    missing = [str(path.relative_to(REPO)) for path in sorted(modules)
+               if not (REPO / "tests" / path.parent.relative_to(REPO) / f"test_{path.stem}.py").is_file()]
+    assert not missing, f"no tests/shared/.../test_<module>.py for: {', '.join(missing)}"
+    packages = [path.parent for path in shared.rglob("__init__.py") if path.parent != shared]
+    unmirrored = [str(package.relative_to(REPO)) for package in packages
+                  if not (REPO / "tests" / package.relative_to(REPO) / "__init__.py").is_file()]
+    assert not unmirrored, f"no tests/ package mirroring: {', '.join(unmirrored)}"
 
 
 def test_the_license_is_an_spdx_expression_the_build_backend_supports() -> None:
