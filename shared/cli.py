@@ -391,13 +391,15 @@ def show_command(
     runner = _runner()
     record = _find_run(runner, run_id)
     items = runner.store.list_items(record.run_id)
+    host = run_hosts(runner.store, [record]).get(record.run_id)  # a run a worker took: its host
     if as_json:
-        emit_json({"run": run_json(record), "items": [run_json(item) for item in items]})
+        run = {**run_json(record), **({"host": host} if host else {})}
+        emit_json({"run": run, "items": [run_json(item) for item in items]})
         return
     _print_summary(record, [], utc=utc)
     out = console()
-    out.print(f"robot: {record.robot}  trigger: {record.trigger}  actor: {record.actor}",
-              highlight=False)
+    out.print(f"robot: {record.robot}  trigger: {record.trigger}  actor: {record.actor}"
+              + (f"  host: {host}" if host else ""), highlight=False)
     out.print(f"params: {json.dumps(record.params, ensure_ascii=False)}", highlight=False,
               markup=False)
     if items:

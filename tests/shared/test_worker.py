@@ -183,6 +183,9 @@ def test_runs_spread_over_workers_and_a_robot_never_overlaps_itself(cluster: Clu
     drained_on = {listed[run_id]["host"] for run_id in drained}
     assert drained_on <= {"w1", "w2", "w3"} and len(drained_on) >= 2
     assert "host" in cluster.cli("runs", host="w1").stdout
+    shown = json.loads(cluster.cli("show", drained[0], "--json", host="w1").stdout)["run"]
+    assert shown["host"] == listed[drained[0]]["host"]
+    assert f"host: {shown['host']}" in cluster.cli("show", drained[0], host="w1").stdout
 
 
 @POSTGRES
