@@ -4,66 +4,81 @@ SQLAlchemy Core over SQLite (WAL, the embedded default) or PostgreSQL (``KANSLI_
 same statements serve both. The schema is created or migrated when a store opens, under a lock, so
 two processes opening one database at once are safe.
 
-Every name is importable from ``shared.store`` itself (the code is in :mod:`shared.store.history`).
+The package, by concern (every name is importable from ``shared.store`` itself):
+
+- :mod:`shared.store.engine`: one engine per database URL; SQLite in WAL mode, PostgreSQL.
+- :mod:`shared.store.schema`: every table, and the migrations between schema versions.
+- :mod:`shared.store.history`: :class:`Store` (runs, their items, meta values, the dialect's upsert),
+  :class:`RunRecord`, :class:`ItemRecord`, the run statuses, :func:`utcnow`, :func:`open_store`.
+- :mod:`shared.store.scheduler`: the scheduler's queries (schedule states, requests, operator
+  actions, meta leases).
+- :mod:`shared.store.audit_anchor`: the audit trail's head and checkpoints.
 """
 
 from __future__ import annotations
 
+from shared.store.audit_anchor import (
+    AUDIT_HEAD,
+    advance_audit_head,
+    anchored_audit_chains,
+    audit_head_name,
+    delete_audit_checkpoints_before,
+    load_audit_checkpoints,
+    load_audit_head,
+    save_audit_anchor,
+)
+from shared.store.engine import _engines
 from shared.store.history import (
     ACTIVE_STATUSES,
     AMBIGUOUS_SHOWN,
-    AUDIT_HEAD,
     FINAL_STATUSES,
     OUTCOME_NAMES,
     QUEUED,
-    SCHEMA_VERSION,
     ItemRecord,
-    OperatorAction,
     RunRecord,
+    Store,
+    item_counts,
+    open_store,
+    utcnow,
+)
+from shared.store.scheduler import (
+    OperatorAction,
     ScheduleRequest,
     ScheduleState,
-    Store,
-    _engines,
     add_operator_action,
     add_schedule_request,
-    advance_audit_head,
-    anchored_audit_chains,
-    audit_checkpoints,
-    audit_head_name,
     claim_meta_lease,
-    cluster_runs,
-    delete_audit_checkpoints_before,
     delete_schedule_states,
     finish_schedule_request,
     get_schedule_request,
-    item_counts,
-    kv,
-    legacy_ledger,
     list_operator_actions,
-    load_audit_checkpoints,
-    load_audit_head,
     load_schedule_states,
-    metadata,
-    open_store,
-    operator_actions,
     pending_schedule_requests,
-    queue_items,
     release_meta_lease,
     renew_meta_lease,
+    save_schedule_states,
+    set_schedule_paused,
+)
+from shared.store.schema import (
+    SCHEMA_VERSION,
+    audit_checkpoints,
+    cluster_runs,
+    kv,
+    legacy_ledger,
+    metadata,
+    operator_actions,
+    queue_items,
     run_files,
     run_items,
     runs,
-    save_audit_anchor,
-    save_schedule_states,
     schedule_fires,
     schedule_requests,
     schedule_state,
-    set_schedule_paused,
-    utcnow,
     workers,
 )
 
 __all__ = [
+    # history: the store, its records and the run statuses
     "ACTIVE_STATUSES",
     "AMBIGUOUS_SHOWN",
     "FINAL_STATUSES",
@@ -75,8 +90,9 @@ __all__ = [
     "item_counts",
     "open_store",
     "utcnow",
-    # the engine cache (tests and benchmarks dispose of an engine whose database they drop)
+    # engine: the engine cache (tests and benchmarks dispose of an engine whose database they drop)
     "_engines",
+    # schema: the version and the tables
     "SCHEMA_VERSION",
     "audit_checkpoints",
     "cluster_runs",
@@ -92,6 +108,7 @@ __all__ = [
     "schedule_requests",
     "schedule_state",
     "workers",
+    # scheduler
     "OperatorAction",
     "ScheduleRequest",
     "ScheduleState",
@@ -108,6 +125,7 @@ __all__ = [
     "renew_meta_lease",
     "save_schedule_states",
     "set_schedule_paused",
+    # audit anchor
     "AUDIT_HEAD",
     "advance_audit_head",
     "anchored_audit_chains",
