@@ -255,6 +255,10 @@ def next_run_times(store: Store) -> dict[str, datetime | None]:
 
 # -- job functions (module level: the SQLAlchemy job store pickles references to them) -----------
 
+#: The reference the job store keeps to :func:`fire_schedule`: the one it kept before the scheduler
+#: became a package, so jobs stored by either version resolve in both (daemons share a job store).
+FIRE_SCHEDULE_REF = "shared.scheduler:fire_schedule"
+
 
 def fire_schedule(schedule_id: str) -> None:
     """The job of every schedule: start a run of it in the active daemon."""
@@ -897,7 +901,7 @@ class Daemon:
         if job is None:
             changes.added.append(schedule.id)
             job = self.scheduler.add_job(
-                fire_schedule, schedule.trigger(), args=[schedule.id], id=schedule.id,
+                FIRE_SCHEDULE_REF, schedule.trigger(), args=[schedule.id], id=schedule.id,
                 name=schedule.id, jobstore="default", executor="default",
                 misfire_grace_time=grace, replace_existing=True,
             )

@@ -1,0 +1,73 @@
+"""The scheduler daemon (``kansli scheduler``): runs robots on the schedules of ``schedules/*.toml``.
+
+The daemon itself is :mod:`shared.scheduler.daemon`; everything the rest of Kansli imports from
+``shared.scheduler`` is re-exported here.
+"""
+
+from __future__ import annotations
+
+from shared.scheduler.daemon import (
+    AUDIT_EVENTS,
+    CONTROL_INTERVAL,
+    FIRES_KEPT,
+    HEARTBEAT_INTERVAL,
+    HEARTBEAT_STALE,
+    JOBS_TABLE,
+    LEASE_NAME,
+    RETRY_STATUSES,
+    STANDBYS_KEPT,
+    STDERR_TAIL,
+    TAKEOVER_SCAN_INTERVAL,
+    ChildRun,
+    Daemon,
+    DaemonOptions,
+    DaemonStatus,
+    PlannedTimeExecutor,
+    SyncChanges,
+    control_tick,
+    daemon_status,
+    fire_requested,
+    fire_retry,
+    fire_schedule,
+    fire_taken_over,
+    kansli_run_command,
+    kill_process_tree,
+    next_run_times,
+    record_action,
+    run_command,
+    run_daemon,
+    wait_for,
+)
+
+__all__ = [
+    "AUDIT_EVENTS",
+    "CONTROL_INTERVAL",
+    "FIRES_KEPT",
+    "HEARTBEAT_INTERVAL",
+    "HEARTBEAT_STALE",
+    "JOBS_TABLE",
+    "LEASE_NAME",
+    "RETRY_STATUSES",
+    "STANDBYS_KEPT",
+    "STDERR_TAIL",
+    "TAKEOVER_SCAN_INTERVAL",
+    "ChildRun",
+    "Daemon",
+    "DaemonOptions",
+    "DaemonStatus",
+    "PlannedTimeExecutor",
+    "SyncChanges",
+    "control_tick",
+    "daemon_status",
+    "fire_requested",
+    "fire_retry",
+    "fire_schedule",
+    "fire_taken_over",
+    "kansli_run_command",
+    "kill_process_tree",
+    "next_run_times",
+    "record_action",
+    "run_command",
+    "run_daemon",
+    "wait_for",
+]
