@@ -157,7 +157,7 @@ def test_every_event_type_written_is_known_to_search() -> None:
     written: set[str] = set(AUDIT_EVENTS.values()) | {UNANCHORED_EVENT, MISMATCH_EVENT}
     call = r"(?:\.append|\.event|_append_audit|AuditEvent)\(\s*(?:settings, )?"
     pattern = re.compile(call + r'"([a-z]+\.[a-z_.]+)"')
-    for source in (REPO / "shared").glob("*.py"):
+    for source in (REPO / "shared").rglob("*.py"):
         written |= set(pattern.findall(source.read_text(encoding="utf-8")))
     written |= {"run.missed", "run.skipped", "run.finished", "schedule.trigger.started"}
     assert written <= set(EVENT_TYPES), written - set(EVENT_TYPES)

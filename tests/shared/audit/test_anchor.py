@@ -4,138 +4,18 @@ and keyed), each asserting what the table says is caught and what it says is not
 
 from __future__ import annotations
 
-import json
-from datetime import date, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from shared.audit import CHECKPOINT_EVERY, AuditAnchor, AuditLog, ProblemKind, RunAudit, VerifyReport
+from shared.audit import AuditAnchor, AuditLog, ProblemKind
 from shared.errors import ConfigError
-from shared.store import (
-    Store,
-    audit_checkpoints,
-    kv,
-    load_audit_checkpoints,
-    load_audit_head,
-)
-from tests.shared.test_audit import Clock, read_lines, recompute, write_lines
+from shared.store import Store, audit_checkpoints, kv, load_audit_checkpoints, load_audit_head
+from tests.shared.audit.conftest import EVENTS, Trail, problem_of, read_lines, write_lines
 
-DAY = date(2026, 11, 20)
-EVENTS = 250  # checkpoints at 100 and 200, the head at 250
-
-
-class Trail:
-    """An anchored trail of one day in ``tmp_path``, with its database and the attacker's tools."""
-
-    def __init__(self, tmp_path: Path, key: str | None = None, events: int = EVENTS) -> None:
-        self.directory, self.key = tmp_path / "audit", key
-        self.store = Store(f"sqlite:///{tmp_path / 'kansli.db'}")
-        self.clock = Clock(DAY)
-        self.log = self.open()
-        for number in range(events):
-            self.log.append("item.outcome", run_id="r1", robot="faktura", actor="anna@ws1",
-                            data={"item_key": f"K-{number}", "outcome": "done"})
-
-    def open(self, store: Store | None = None) -> AuditLog:
-        return AuditLog(self.directory, key=self.key, clock=self.clock,
-                        anchor=AuditAnchor(store or self.store))
-
-    def verify(self) -> VerifyReport:
-        return self.open().verify()
-
-    @property
-    def path(self) -> Path:
-        return self.directory / f"{DAY.isoformat()}.jsonl"
-
-    # -- the attacker, on the files ---------------------------------------------------------------
-
-    def rehash_from(self, line: int, key: str | None = None) -> None:
-        """Edit ``line`` (1-based) and re-compute every later hash, as a forger would, head.json too."""
-        lines = read_lines(self.path)
-        lines[line - 1] = lines[line - 1].replace(b'"outcome":"done"', b'"outcome":"app_error"')
-        prev = json.loads(lines[line - 2])["hash"]
-        for index in range(line - 1, len(lines)):
-            lines[index] = recompute(lines[index], prev, key.encode() if key else None)
-            prev = json.loads(lines[index])["hash"]
-        write_lines(self.path, lines)
-        self.fix_head_file()
-
-    def cut(self, count: int) -> None:
-        """Remove the last ``count`` events and make head.json match what is left."""
-        write_lines(self.path, read_lines(self.path)[:-count])
-        self.fix_head_file()
-
-    def forge_appended(self, count: int, key: str | None = None) -> None:
-        """Append ``count`` events with a valid unkeyed chain (or an HMAC with a guessed key)."""
-        lines = read_lines(self.path)
-        last = json.loads(lines[-1])
-        for number in range(count):
-            event = {**last, "seq": last["seq"] + 1, "data": {"item_key": f"FORGED-{number}"}}
-            line = recompute(json.dumps(event).encode(), last["hash"], key.encode() if key else None)
-            lines.append(line)
-            last = json.loads(line)
-        write_lines(self.path, lines)
-        self.fix_head_file()
-
-    def fix_head_file(self) -> None:
-        last = json.loads(read_lines(self.path)[-1])
-        head = {"seq": last["seq"], "hash": last["hash"], "file": self.path.name}
-        (self.directory / "head.json").write_text(json.dumps(head))
-
-    # -- the attacker, on the database ------------------------------------------------------------
-
-    def set_database_head(self, seq: int, digest: str) -> None:
-        with self.store.engine.begin() as connection:
-            connection.execute(kv.update().where(kv.c.name == "audit_head")
-                               .values(value=json.dumps({"seq": seq, "hash": digest})))
-
-    def drop_database_anchor(self, above: int = 0) -> None:
-        """Delete the checkpoints above seq ``above`` and, when 0, the head as well."""
-        with self.store.engine.begin() as connection:
-            connection.execute(audit_checkpoints.delete().where(audit_checkpoints.c.seq > above))
-            if not above:
-                connection.execute(kv.delete().where(kv.c.name == "audit_head"))
-
-    def match_database_to_files(self) -> None:
-        """Both: rewrite the head and every checkpoint from the (forged) files."""
-        events = [json.loads(line) for line in read_lines(self.path)]
-        with self.store.engine.begin() as connection:
-            connection.execute(audit_checkpoints.delete())
-            for event in events:
-                if event["seq"] % CHECKPOINT_EVERY == 0:
-                    connection.execute(audit_checkpoints.insert().values(
-                        seq=event["seq"], hash=event["hash"], note=None, recorded_at="x"))
-        self.set_database_head(events[-1]["seq"], events[-1]["hash"])
-
-    def hash_at(self, seq: int) -> str:
-        return str(json.loads(read_lines(self.path)[seq - 1])["hash"])
-
-
-def problem_of(report: VerifyReport) -> tuple[ProblemKind, int | None, str]:
-    assert report.problem is not None, report.summary()
-    return report.problem.kind, report.problem.line, report.problem.message
-
-
-# -- anchoring at every append -----------------------------------------------------------------------
-
-
-def test_every_append_batch_anchors_the_head_and_every_hundredth_event(tmp_path: Path) -> None:
-    trail = Trail(tmp_path, events=3)
-    assert load_audit_head(trail.store) == trail.log.head()
-    run = RunAudit(trail.log, "r2", "faktura", "anna@ws1", batch_size=40, batch_seconds=3600)
-    for number in range(130):
-        run.item(f"K-{number}", "done", {})
-        if (number + 1) % 40 == 0:  # a batch was written: anchored with it, not at the run's end
-            seq = 3 + number + 1
-            assert load_audit_head(trail.store) == trail.log.head() == (seq, trail.hash_at(seq))
-    run.event("run.finished", {"status": "succeeded"})
-    assert load_audit_head(trail.store) == trail.log.head() == (134, trail.hash_at(134))
-    assert [(seq, digest) for seq, digest, _ in load_audit_checkpoints(trail.store)] == [
-        (100, trail.hash_at(100))
-    ]
-    assert trail.verify().ok
+# -- anchoring at every append -------------------------------------------------------------------
 
 
 def test_operator_actions_and_daemon_events_are_anchored(kansli_env: Path) -> None:
@@ -218,7 +98,7 @@ def test_the_anchor_round_trips_on_postgresql() -> None:
             save_audit_anchor(store, saved, [])
 
 
-# -- the attack table of docs/audit.md: one test per row -----------------------------------------------
+# -- the attack table of docs/audit.md: one test per row -----------------------------------------
 
 
 def test_files_only_unkeyed(tmp_path: Path) -> None:
@@ -355,16 +235,3 @@ def test_files_and_database_keyed(tmp_path: Path) -> None:
     trail.drop_database_anchor(above=220)
     trail.set_database_head(220, trail.hash_at(220))
     assert trail.verify().ok
-
-
-def test_verify_over_days_without_events(tmp_path: Path) -> None:
-    trail = Trail(tmp_path, events=5)
-    log = trail.open()
-    for since in (DAY + timedelta(days=1), DAY + timedelta(days=2)):  # "today after midnight", later
-        report = log.verify(since=since)
-        assert report.ok and report.events == 0, report.summary()
-    report = log.verify(since=DAY + timedelta(days=1), until=DAY + timedelta(days=3))
-    assert report.ok and report.events == 0
-    assert log.verify(until=DAY - timedelta(days=1)).ok
-    trail.cut(2)  # and with nothing in range, a cut tail before it is still caught
-    assert problem_of(log.verify(since=DAY + timedelta(days=1)))[0] == ProblemKind.TRUNCATED
