@@ -4,7 +4,8 @@ Every page is static HTML written here and served on 127.0.0.1 by a tiny HTTP se
 runs on an event loop in a thread for the whole module, and each case gets a fresh context. Each case
 runs per field and with fast fill and must end the same way: the same values in the page, or the
 same error. Contexts have long timeouts unless a case needs a short one, so a helper that waited on
-a locator instead of failing at once would show as a hung test, not a slow one.
+a locator instead of failing at once would show as a hung test, not a slow one. The last cases fill
+the demo e-service's application, and one page with every kind of field, in a browser of their own.
 """
 
 from __future__ import annotations
@@ -23,13 +24,17 @@ from typing import Any, TypeVar
 import pytest
 from playwright.async_api import Browser, Page
 
+from demo.site import RunningSite
 from shared.browser import (
+    BrowserPool,
     FieldValue,
     Radio,
     Select,
     Success,
     Upload,
+    field_errors,
     fill_form,
+    goto,
     new_context,
     open_browser,
     submit_form,
@@ -42,7 +47,8 @@ from shared.errors import (
     TargetUnavailableError,
     UncertainSubmitError,
 )
-from shared.settings import BrowserSettings
+from shared.settings import BrowserSettings, load_settings
+from tests.shared.browser.conftest import APPLICANT, ERRAND, with_pool
 
 pytestmark = pytest.mark.browser
 T = TypeVar("T")
@@ -543,3 +549,74 @@ def test_a_classic_form_still_answers_with_its_new_page(chromium: BrowserThread,
     status, url = on_page(chromium, f"{site.url}/p/classic", body)
     assert (status, url) == (200, f"{site.url}/p/klar")
 
+
+# -- on the demo e-service, and a page with every kind of field --------------------------------
+
+
+@pytest.mark.parametrize("fast", [False, True], ids=["per-field", "fast"])
+def test_fill_submit_and_read_field_errors(eservice: RunningSite, fast: bool) -> None:
+    settings = load_settings()
+    url = settings.eservice.url
+
+    async def body(pool: BrowserPool) -> tuple[dict[str, str], str, str]:
+        async with pool.session() as page:
+            await goto(page, f"{url}/ansokan/steg1")
+            bad = {**APPLICANT, "Personnummer": "19811218-9870", "E-post": "utan-snabel-a"}
+            response = await submit_form(page, bad, "Nästa", fast=fast)
+            assert response is not None and response.status == 422
+            errors = await field_errors(page)
+            with pytest.raises(InputError) as refused:  # the same, as a business error
+                await submit_step(page, bad, "Nästa", fast=fast, where="row 7")
+            assert str(refused.value).startswith("row 7: Personnummer: Personnumret har fel kontrollsiffra")
+            assert "E-post: Ange en giltig e-postadress" in str(refused.value)
+            await submit_step(page, APPLICANT, "Nästa", fast=fast)
+            await submit_form(page, ERRAND, "Granska", fast=fast)
+            review = await page.locator("#review-arendetyp").inner_text()
+            await submit_form(page, {}, "Skicka in", fast=fast)
+            return errors, review, await page.locator("#case-number").inner_text()
+
+    errors, review, case_number = with_pool(settings, body)
+    assert errors == {
+        "Personnummer": "Personnumret har fel kontrollsiffra. Kontrollera numret.",
+        "E-post": "Ange en giltig e-postadress, t.ex. namn@exempel.se.",
+    }
+    assert review == "Färdtjänst"
+    assert [case["case_number"] for case in eservice.cases()] == [case_number]
+    assert eservice.cases()[0]["start_date"] == "2027-03-01"
+
+
+FORM = """<form><label for=n>Namn</label><input id=n>
+<label for=d>Datum</label><input id=d type=date>
+<label for=t>Typ</label><select id=t><option value="">Välj</option><option value="a">Alfa</option></select>
+<input type=checkbox id=c><label for=c>Jag intygar</label>
+<fieldset><legend>Svar</legend><input type=radio name=r id=r1 value=ja><label for=r1>Ja</label>
+<input type=radio name=r id=r2 value=nej><label for=r2>Nej</label></fieldset>
+<label for=f>Bilaga</label><input id=f type=file></form>
+<script>window.seen = []; document.addEventListener('input', (e) => seen.push(e.target.id));</script>"""
+
+
+@pytest.mark.parametrize("fast", [False, True], ids=["per-field", "fast"])
+def test_fill_form_handles_every_kind_of_field(tmp_path: Path, fast: bool) -> None:
+    from datetime import date
+
+    from shared.browser import Radio, Upload, fill_form, new_context
+    from shared.errors import InputError
+
+    attachment = tmp_path / "intyg.txt"
+    attachment.write_text("intyg")
+    values: dict[str, Any] = {"Namn": "Åsa", "Datum": date(2027, 3, 1), "Typ": Select("Alfa"),
+                              "Jag intygar": True, "Svar": Radio("Nej"), "Bilaga": Upload(attachment)}
+    settings = BrowserSettings()
+
+    async def main() -> Any:
+        async with open_browser(settings) as browser:
+            context = await new_context(browser, settings)
+            page = await context.new_page()
+            await page.set_content(FORM)
+            await fill_form(page, values, fast=fast)
+            with pytest.raises(InputError, match="Typ: Beta"):
+                await fill_form(page, {"Typ": Select("Beta")}, fast=fast)
+            return await page.evaluate("""() => [n.value, d.value, t.value, c.checked, r2.checked,
+                                                 f.files[0].name, seen.includes('n')]""")
+
+    assert asyncio.run(main()) == ["Åsa", "2027-03-01", "a", True, True, "intyg.txt", True]
