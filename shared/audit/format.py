@@ -26,9 +26,9 @@ EVENT_TYPES = (
     "config.loaded", "run.started", "item.outcome", "run.finished", "run.skipped", "run.status_changed",
     "run.missed", "run.triggered", "schedule.trigger.started", "schedule.paused", "schedule.resumed",
     "schedule.synced", "daemon.started", "daemon.stopped", "audit.retention", "audit.unanchored",
-    "audit.anchor_mismatch", "run.scheduled", "run.shifted", "run.retry", "run.resubmit",
-    "item.enqueued", "queue.enqueued", "items.skipped", "queue.retry", "queue.forget", "mail.filed",
-    "file.downloaded", "file.uploaded",
+    "audit.anchor_mismatch", "run.scheduled", "run.shifted", "run.retry", "run.retry_planned",
+    "run.resubmit", "item.enqueued", "queue.enqueued", "items.skipped", "queue.retry", "queue.forget",
+    "mail.filed", "file.downloaded", "file.uploaded",
     "daemon.leading", "daemon.lost_lead",
 )
 

@@ -32,7 +32,8 @@ def record_action(
 
     Actions: ``schedule.pause``, ``schedule.resume``, ``schedule.trigger``, ``daemon.start``,
     ``daemon.stop``, ``daemon.sync``, ``schedule.shifted`` (a fire moved out of a daylight-saving
-    gap), ``schedule.retry`` (a retry run, with the run it retries and its attempt number). The
+    gap), ``schedule.retry`` (a retry run, with the run it retries and its attempt number),
+    ``schedule.retry.planned`` (a retry planned after a backoff: the run, the attempt, when). The
     details are redacted before they are stored.
     """
     who = actor or current_actor()
@@ -53,7 +54,8 @@ AUDIT_EVENTS = {
     "schedule.pause": "schedule.paused", "schedule.resume": "schedule.resumed",
     "schedule.trigger": "run.triggered", "daemon.start": "daemon.started",
     "daemon.stop": "daemon.stopped", "daemon.sync": "schedule.synced",
-    "schedule.shifted": "run.shifted", "schedule.retry": "run.retry", "daemon.lead": "daemon.leading",
+    "schedule.shifted": "run.shifted", "schedule.retry": "run.retry",
+    "schedule.retry.planned": "run.retry_planned", "daemon.lead": "daemon.leading",
 }
 
 

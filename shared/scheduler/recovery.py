@@ -1,7 +1,8 @@
 """A daemon's recovery when it starts (or leads): what a crashed daemon left running, and retries.
 
 Runs whose process is gone are closed ``interrupted`` and retried by their schedule's ``retries``
-(the attempts counted from the ``schedule.retry`` actions); scheduled runs whose process survived the
+(the attempts counted from the ``schedule.retry`` actions); retries planned by an earlier daemon and
+not started (``schedule.retry.planned``) are planned again; scheduled runs whose process survived the
 previous daemon on this machine are adopted and watched to their end; operator requests queued while
 no daemon ran are closed, ignored.
 """
@@ -18,7 +19,7 @@ from loguru import logger
 from shared.runner import Runner
 from shared.scheduler.jobs import fire_retry
 from shared.scheduler.processes import ChildRun, _pid_alive
-from shared.scheduler.runs import RunSupervision, _log_end
+from shared.scheduler.runs import RETRY_STATUSES, RunSupervision, _log_end
 from shared.scheduler.status import HEARTBEAT_STALE, _age
 from shared.schedules import Schedule, format_duration
 from shared.store import (
@@ -47,6 +48,7 @@ class Recovery(RunSupervision):
             if _age(request.requested_at) > HEARTBEAT_STALE:  # younger: asked while the lead changed
                 finish_schedule_request(self.store, request.request_id,
                                         "ignored: queued while no daemon was running")
+        self._replan_retries()
         host = socket.gethostname()
         adopted = []
         for record in self.store.list_runs(status="running", limit=1000):
@@ -99,6 +101,33 @@ class Recovery(RunSupervision):
                                run_date=datetime.now(UTC) + timedelta(seconds=delay),
                                id=f"retry-{record.run_id}", jobstore="control", executor="default",
                                misfire_grace_time=None, replace_existing=True)
+
+    def _replan_retries(self) -> None:
+        """Plan again the retries a daemon planned after a failed run and did not start (it was
+        stopped or killed during the backoff, or lost the lead): at their due time, or now when that
+        passed within the schedule's misfire grace."""
+        actions = list_operator_actions(self.store, limit=1000)
+        started = {action.details.get("retry_of") for action in actions if action.action == "schedule.retry"}
+        for action in actions:
+            run_id = str(action.details.get("run_id"))
+            schedule = self.schedules.get(action.schedule_id or "")
+            if action.action != "schedule.retry.planned" or run_id in started or schedule is None:
+                continue
+            started.add(run_id)  # the newest plan of a run only
+            record = self.store.get_run(run_id)
+            if record is None or record.status not in RETRY_STATUSES:
+                continue
+            due, attempt = datetime.fromisoformat(action.details["due"]), int(action.details["attempt"])
+            if (datetime.now(UTC) - due).total_seconds() > schedule.misfire_grace:
+                logger.warning("schedule {}: retry {}/{} of run {} was due at {}, past its misfire grace: "
+                               "not run", schedule.id, attempt, schedule.retries, run_id, due.isoformat())
+                continue
+            logger.warning("schedule {}: retry {}/{} of run {}, planned by an earlier daemon, at {}",
+                           schedule.id, attempt, schedule.retries, run_id, due.isoformat())
+            self.scheduler.add_job(fire_retry, "date", args=[schedule.id, run_id, attempt],
+                                   run_date=max(due, datetime.now(UTC)), id=f"retry-{run_id}",
+                                   jobstore="control", executor="default", misfire_grace_time=None,
+                                   replace_existing=True)
 
     def _attempt_of(self, schedule_id: str, run_id: str) -> int:
         """Which retry ``run_id`` was (0: the first run), from the ``schedule.retry`` actions."""

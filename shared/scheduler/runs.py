@@ -5,7 +5,8 @@
 * A queue schedule's check starts a run when its queue has enough ready items and no run of it goes
   on (the running one takes the new items too).
 * A run that ends ``failed`` or ``interrupted`` is retried by its schedule's ``retries``, after a
-  backoff doubling from ``retry_backoff``.
+  backoff doubling from ``retry_backoff``; the planned retry is recorded (``schedule.retry.planned``),
+  so a daemon stopped or killed during the backoff leaves it to the daemon that leads next.
 * A timeout kills the run's whole process tree and records ``timeout``; at a stop, a run still going
   after the stop grace is killed and recorded ``cancelled``.
 * ``KANSLI_EXECUTION=procrastinate``: a fire's run is a job for the workers, not a process here.
@@ -19,7 +20,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from loguru import logger
@@ -129,8 +130,11 @@ class RunSupervision(FireClaims):
             delay = schedule.retry_backoff * 2 ** (attempt - 1)
             logger.warning("schedule {}: run {} {}; retry {}/{} in {}", schedule.id, record.run_id,
                            record.status, attempt, schedule.retries, format_duration(delay))
-            if self._stop_event.wait(delay):
-                return record
+            due = datetime.now(UTC) + timedelta(seconds=delay)  # in the database: a next leader's too
+            record_action(self.store, "schedule.retry.planned", schedule.id,
+                          {"run_id": record.run_id, "attempt": attempt, "due": due.isoformat()})
+            if self._stop_event.wait(delay) or not self._may_fire(schedule, None):
+                return record  # the daemon that leads next (this one restarted, or another) runs it
             planned, retry_of, fire = None, record.run_id, None
 
     def _run_once(

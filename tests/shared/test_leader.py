@@ -165,6 +165,47 @@ def test_one_daemon_leads_and_the_standby_takes_over_when_it_is_killed(cluster: 
         in cluster.log(1)
 
 
+@pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
+def test_a_retry_planned_by_a_daemon_killed_in_its_backoff_is_run_once_by_the_next(cluster: Cluster) -> None:
+    """SQLite: the same host's daemon started again; PostgreSQL: the standby taking over."""
+    when = (datetime.now().astimezone() + timedelta(seconds=2)).isoformat(timespec="seconds")
+    cluster.write(f'[[schedule]]\nid = "flaky"\nrobot = "crashing"\nat = "{when}"\nretries = 1\n'
+                  'retry_backoff = "60s"\nparams = { message = "nere" }\n')
+    first = cluster.start_host("host-a")
+    wait_until(lambda: cluster.leader_pid() == first.pid, timeout=60, what="host-a to lead")
+    postgres = cluster.store.dialect == "postgresql"
+    if postgres:
+        standby = cluster.start_host("host-b")
+        wait_until(lambda: "standing by" in cluster.log(1), timeout=60, what="host-b to stand by")
+
+    def actions(name: str) -> list[Any]:
+        return [a for a in list_operator_actions(cluster.store, "flaky") if a.action == name]
+
+    def both_ended() -> list[RunRecord] | None:
+        found = cluster.runs("flaky")
+        return found if len(found) == 2 and all(r.status in ("failed", "succeeded") for r in found) else None
+
+    wait_until(lambda: actions("schedule.retry.planned"), timeout=90, what="the retry to be planned")
+    [plan] = actions("schedule.retry.planned")
+    [failed] = cluster.runs("flaky")
+    assert failed.status == "failed" and plan.details["run_id"] == failed.run_id
+    first.kill()  # in the backoff: the retry lived only in this daemon's memory before
+    first.wait()
+    if not postgres:
+        standby = cluster.start_host("host-a")
+    wait_until(lambda: cluster.leader_pid() == standby.pid, timeout=TAKEOVER_WAIT, what="the next to lead")
+    wait_until(both_ended, timeout=120, what="the retry to run and end")
+    runs = cluster.runs("flaky")
+    retry = next(run for run in runs if run.run_id != failed.run_id)
+    assert retry.status == "failed" and datetime.fromisoformat(retry.started_at) >= datetime.fromisoformat(
+        plan.details["due"]) - timedelta(seconds=1)  # not before its backoff ended
+    [started] = actions("schedule.retry")
+    assert started.details == {"run_id": retry.run_id, "retry_of": failed.run_id, "attempt": 1}
+    assert "planned by an earlier daemon" in cluster.log(-1)
+    assert cluster.stop(standby) == 0
+    assert len(cluster.runs("flaky")) == 2  # its one retry used: no third run
+
+
 def claim_as_dead_leader(
     cluster: Cluster, schedule_id: str, planned: datetime, state: str = "claimed",
     fired_at: datetime | None = None,
