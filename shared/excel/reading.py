@@ -1,4 +1,4 @@
-"""Reading a register: :func:`read_rows` streams a sheet into :class:`~shared.excel.rows.Row` s.
+"""Reading a register: :func:`read_rows` streams a sheet as rows (:class:`~shared.excel.rows.Row`).
 
 The header row is found among the first :data:`HEADER_SEARCH_ROWS` rows (title rows above it are
 passed over) and checked for missing and repeated columns; each data row is validated as the model
