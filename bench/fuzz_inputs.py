@@ -9,7 +9,7 @@ and the file kept under ``var/fuzz/``, and the script exits 1.
 
     .venv/bin/python bench/fuzz_inputs.py [--seconds 60] [--kind xlsx|docx|both]
 
-The test suite runs the same properties for a few seconds (tests/shared/test_excel.py and
+The test suite runs the same properties for a few seconds (tests/shared/excel/test_reading.py and
 tests/shared/test_documents.py).
 """
 
