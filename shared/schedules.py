@@ -290,6 +290,10 @@ class Schedule(BaseModel):
     def tz(self) -> tzinfo:
         return ZoneInfo(self.timezone)
 
+    def retry_delay(self, attempt: int) -> float:
+        """Seconds before retry ``attempt`` (1, 2, ...): ``retry_backoff``, doubling each further one."""
+        return self.retry_backoff * 2 ** (attempt - 1)
+
     def trigger(self) -> BaseTrigger:
         """The APScheduler trigger of this schedule."""
         if self.cron is not None:

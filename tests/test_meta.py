@@ -46,7 +46,7 @@ def test_every_cli_command_has_help() -> None:
 
 def test_tests_mirror_the_framework() -> None:
     """Every public module of shared/ has its own test module in tests/shared/, and every public module
-    of a package there (shared/audit/chains.py) one in the package's mirror (tests/shared/audit/)."""
+    of a package there (shared/audit/verify.py) one in the package's mirror (tests/shared/audit/)."""
     shared = REPO / "shared"
     modules = [path for path in shared.rglob("*.py") if not path.stem.startswith("_")
                and not any(part.startswith("_") for part in path.relative_to(shared).parent.parts)]

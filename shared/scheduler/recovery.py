@@ -94,12 +94,15 @@ class Recovery(RunSupervision):
             logger.warning("schedule {}: run {} interrupted; no retry left ({} of {} used)", schedule.id,
                            record.run_id, attempt - 1, schedule.retries)
             return
-        delay = schedule.retry_backoff * 2 ** (attempt - 1)
+        delay = schedule.retry_delay(attempt)
         logger.warning("schedule {}: run {} interrupted; retry {}/{} in {}", schedule.id, record.run_id,
                        attempt, schedule.retries, format_duration(delay))
-        self.scheduler.add_job(fire_retry, "date", args=[schedule.id, record.run_id, attempt],
-                               run_date=datetime.now(UTC) + timedelta(seconds=delay),
-                               id=f"retry-{record.run_id}", jobstore="control", executor="default",
+        self._plan_retry(schedule, record.run_id, attempt, datetime.now(UTC) + timedelta(seconds=delay))
+
+    def _plan_retry(self, schedule: Schedule, run_id: str, attempt: int, when: datetime) -> None:
+        """Retry ``attempt`` of ``run_id`` at ``when``: a job of this daemon's control job store."""
+        self.scheduler.add_job(fire_retry, "date", args=[schedule.id, run_id, attempt], run_date=when,
+                               id=f"retry-{run_id}", jobstore="control", executor="default",
                                misfire_grace_time=None, replace_existing=True)
 
     def _replan_retries(self) -> None:
@@ -124,10 +127,7 @@ class Recovery(RunSupervision):
                 continue
             logger.warning("schedule {}: retry {}/{} of run {}, planned by an earlier daemon, at {}",
                            schedule.id, attempt, schedule.retries, run_id, due.isoformat())
-            self.scheduler.add_job(fire_retry, "date", args=[schedule.id, run_id, attempt],
-                                   run_date=max(due, datetime.now(UTC)), id=f"retry-{run_id}",
-                                   jobstore="control", executor="default", misfire_grace_time=None,
-                                   replace_existing=True)
+            self._plan_retry(schedule, run_id, attempt, max(due, datetime.now(UTC)))
 
     def _attempt_of(self, schedule_id: str, run_id: str) -> int:
         """Which retry ``run_id`` was (0: the first run), from the ``schedule.retry`` actions."""

@@ -127,7 +127,7 @@ class RunSupervision(FireClaims):
                     or self._stop_event.is_set() or not self._may_fire(schedule, None)):
                 return record
             attempt += 1
-            delay = schedule.retry_backoff * 2 ** (attempt - 1)
+            delay = schedule.retry_delay(attempt)
             logger.warning("schedule {}: run {} {}; retry {}/{} in {}", schedule.id, record.run_id,
                            record.status, attempt, schedule.retries, format_duration(delay))
             due = datetime.now(UTC) + timedelta(seconds=delay)  # in the database: a next leader's too

@@ -309,7 +309,7 @@ def test_a_label_typo_in_the_robot_ends_each_row_at_once_naming_the_label(
 def test_a_failed_login_of_one_context_costs_that_context_not_the_run(
     kansli_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tests.shared.test_browser import seeded_site
+    from tests.shared.browser.test_pool import seeded_site
 
     # With this seed, of the first 76 requests only the 4th to 6th fail (5% of requests fail after
     # that): the first context logs in (GET /login, POST /login, GET /ansokan/steg1), the second

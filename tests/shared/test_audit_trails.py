@@ -33,7 +33,7 @@ from shared.store import (
 )
 from shared.testing import import_path
 from tests.conftest import kansli
-from tests.shared.test_audit import Clock, read_lines, recompute, write_lines
+from tests.shared.audit.conftest import Clock, read_lines, recompute, write_lines
 
 HOSTS = ("web1", "web2", "web3")
 PER_HOST = 230  # checkpoints at seq 100 and 200 of every chain

@@ -24,7 +24,7 @@ from shared.scheduler import daemon_status
 from shared.settings import load_settings
 from shared.store import RunRecord, list_operator_actions, save_schedule_states, schedule_fires
 from tests.conftest import KANSLI, kansli
-from tests.shared.test_scheduler import Daemons, wait_until
+from tests.shared.scheduler.conftest import Daemons, wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -1,6 +1,6 @@
 """The audit anchor's queries (shared.store.audit_anchor) on SQLite and PostgreSQL: a chain's head and
 checkpoints. The trail they anchor, its tampering and retention are tested in
-tests/shared/test_audit_anchor.py and tests/shared/test_audit_trails.py."""
+tests/shared/audit/test_anchor.py and tests/shared/test_audit_trails.py."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The scheduler's queries (shared.store.scheduler) on SQLite and PostgreSQL: schedule states,
 operator requests and actions, the daemon's meta lease. The daemon that uses them is tested in
-tests/shared/test_scheduler.py and tests/shared/test_cli_schedules.py."""
+tests/shared/scheduler/ and tests/shared/test_cli_schedules.py."""
 
 from __future__ import annotations
 
